@@ -1,0 +1,58 @@
+"""The demo data `make run` seeds: one function, safe to run again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django_tenants.utils import tenant_context
+
+from accounts.models import User
+from accounts.roles import Role
+from accounts.services import user_create
+from medportal.tenants.models import Tenant, TenantKind
+from medportal.tenants.services import hub_ensure, tenant_create
+
+DEMO_TENANTS = (
+    (TenantKind.HOSPITAL, "alpha", "Alpha General Hospital"),
+    (TenantKind.HOSPITAL, "beta", "Beta University Hospital"),
+    (TenantKind.RESEARCH, "northwind", "Northwind Research Institute"),
+)
+
+# (tenant slug or "hub", username, role, first name, last name)
+DEMO_USERS = (
+    ("hub", "operator", Role.OPERATOR, "Olga", "Operator"),
+    ("alpha", "alpha-admin", Role.ADMIN, "Amir", "Adams"),
+    ("alpha", "alpha-doctor", Role.DOCTOR, "Ana", "Alvarez"),
+    # alpha-patient and beta-patient are one person with an account at each hospital.
+    ("alpha", "alpha-patient", Role.PATIENT, "Li", "Wei"),
+    ("beta", "beta-doctor", Role.DOCTOR, "Ben", "Brown"),
+    ("beta", "beta-patient", Role.PATIENT, "Li", "Wei"),
+    ("northwind", "northwind-researcher", Role.RESEARCHER, "Nora", "North"),
+)
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    url: str
+    username: str
+    role: str
+    created: bool
+
+
+def demo_seed(*, password: str) -> list[DemoLogin]:
+    hub = hub_ensure().tenant
+    tenants: dict[str, Tenant] = {"hub": hub}
+    for kind, slug, name in DEMO_TENANTS:
+        tenants[slug] = tenant_create(kind=kind, slug=slug, name=name).tenant
+    logins = []
+    for slug, username, role, first_name, last_name in DEMO_USERS:
+        tenant = tenants[slug]
+        with tenant_context(tenant):
+            created = not User.objects.filter(username=username).exists()
+            if created:
+                user_create(
+                    actor=None, username=username, role=role, password=password,
+                    first_name=first_name, last_name=last_name, must_change_password=False,
+                )
+        logins.append(DemoLogin(url=tenant.url("/"), username=username, role=role, created=created))
+    return logins

@@ -1,0 +1,53 @@
+"""What each role can do next: the navigation bar and the home page share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.urls import NoReverseMatch, reverse
+
+from accounts.permissions import user_has_role
+from accounts.roles import Role
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url_name: str
+    description: str
+    roles: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        return reverse(self.url_name)
+
+
+NAV_ITEMS: tuple[NavItem, ...] = (
+    NavItem("Home", "home", "Your overview.", tuple(Role.values)),
+    NavItem("People", "accounts:people", "Staff and patients of this hospital; add someone.",
+            (Role.ADMIN, Role.DOCTOR)),
+    NavItem("Add a person", "accounts:person_create", "Register a new patient or colleague.",
+            (Role.ADMIN, Role.DOCTOR)),
+    NavItem("Tenants", "hub:tenants", "Hospitals and research organisations on this hub.",
+            (Role.OPERATOR,)),
+    NavItem("Admin", "admin:index", "The administration site for this tenant.",
+            (Role.ADMIN, Role.OPERATOR)),
+    NavItem("API", "api-docs", "Interactive documentation of the REST API.", tuple(Role.values)),
+    NavItem("Password", "accounts:password_change", "Change your password.", tuple(Role.values)),
+)
+
+
+def navigation_for(user: Any, tenant: Any) -> list[NavItem]:
+    if user is None or not getattr(user, "is_authenticated", False) or tenant is None:
+        return []
+    items = []
+    for item in NAV_ITEMS:
+        if not user_has_role(user, item.roles, tenant):
+            continue
+        try:
+            item.url  # noqa: B018  (only URLs this host's URLconf has)
+        except NoReverseMatch:
+            continue
+        items.append(item)
+    return items

@@ -1,0 +1,40 @@
+"""The Celery app. tenant-schemas-celery carries the current schema in a
+``_schema_name`` header and switches to it in the worker."""
+
+from __future__ import annotations
+
+import os
+
+
+from django.db import connection
+from tenant_schemas_celery.app import CeleryApp
+from tenant_schemas_celery.task import TenantTask as LibraryTenantTask
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "medportal.settings")
+
+app = CeleryApp("medportal")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+class TenantTaskInPublicSchema(RuntimeError):
+    pass
+
+
+class TenantTask(LibraryTenantTask):
+    """A task that must run inside a hospital's or research organisation's schema.
+
+    If the schema switch fails, Celery only logs it and the task would run in the
+    hub's public schema (STACK-NOTES trap 3); refuse instead of touching the hub.
+    """
+
+    abstract = True
+
+    def __call__(self, *args, **kwargs):
+        from django.conf import settings
+
+        if connection.schema_name == settings.PUBLIC_SCHEMA_NAME:
+            raise TenantTaskInPublicSchema(
+                f"task {self.name} must run in a tenant schema, not {settings.PUBLIC_SCHEMA_NAME!r}"
+            )
+        return super().__call__(*args, **kwargs)

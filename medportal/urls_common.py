@@ -1,0 +1,21 @@
+"""URLs every host answers, hub and tenants alike."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import views as account_views
+from accounts.apis import MeApi
+from medportal.health import healthz
+
+api_v1 = [
+    path("me", MeApi.as_view(), name="me"),
+]
+
+urlpatterns = [
+    path("", account_views.home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("api/v1/", include((api_v1, "api"), namespace="api")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

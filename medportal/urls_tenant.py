@@ -1,0 +1,16 @@
+"""Hospital and research-organisation hosts (<slug>.BASE_DOMAIN, one schema each)."""
+
+from django.urls import path
+
+from medportal.admin_sites import tenant_admin_site
+from medportal.urls_common import urlpatterns as common_urlpatterns
+
+urlpatterns = [
+    *common_urlpatterns,
+    path("admin/", tenant_admin_site.urls),
+]
+
+handler400 = "medportal.errors.bad_request"
+handler403 = "medportal.errors.permission_denied"
+handler404 = "medportal.errors.page_not_found"
+handler500 = "medportal.errors.server_error"

@@ -1,0 +1,17 @@
+"""Settings for the test suite: the real settings, with the few environment
+values a test run must own (its own queue, channel prefix and secret), so a
+developer's running stack never steals test tasks (STACK-NOTES trap 5).
+
+Values go into os.environ so the ASGI server and Celery worker that live
+tests start as child processes get the same ones.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
+os.environ.setdefault("CELERY_QUEUE", f"pytest-{os.getpid()}")
+os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"pytest-{os.getpid()}")
+os.environ.setdefault("DEMO_PASSWORD", "correct-horse-battery-9")
+
+from medportal.settings import *  # noqa: E402,F403
+
