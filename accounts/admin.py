@@ -38,8 +38,20 @@ class UserAdmin(RoleAdminMixin, DjangoUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = (
-        (None, {"fields": ("username", "role", "first_name", "last_name", "email",
-                           "password1", "password2")}),
+        (
+            None,
+            {
+                "fields": (
+                    "username",
+                    "role",
+                    "first_name",
+                    "last_name",
+                    "email",
+                    "password1",
+                    "password2",
+                )
+            },
+        ),
     )
 
     def has_delete_permission(self, request, obj=None) -> bool:
@@ -61,7 +73,12 @@ class AccessAttemptAdmin(RoleAdminMixin, admin.ModelAdmin):
     search_fields = ["username", "ip_address"]
     # GET and POST data are left out: they may carry what a person typed.
     fields = readonly_fields = [
-        "username", "ip_address", "user_agent", "failures_since_start", "attempt_time", "path_info",
+        "username",
+        "ip_address",
+        "user_agent",
+        "failures_since_start",
+        "attempt_time",
+        "path_info",
     ]
 
     def has_add_permission(self, request, *args) -> bool:

@@ -9,16 +9,21 @@ from medportal.realtime import tenant_group, user_group
 
 class RoleRequiredConsumer(AsyncJsonWebsocketConsumer):
     """Base for every consumer: the same role check as pages and the API.
-    Close code 4403 tells the page it is not allowed (4401 for signed out)."""
+
+    A refused socket is accepted and closed at once with 4401 (signed out) or
+    4403 (role not allowed), so the page can say why; refusing the handshake
+    would only show the browser a bare 403. Nothing is sent before closing."""
 
     allowed_roles: tuple[str, ...] = tuple(Role.values)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            await self.accept()
             await self.close(code=4401)
             return
         if not consumer_user_has_role(self.scope, self.allowed_roles):
+            await self.accept()
             await self.close(code=4403)
             return
         await self.joined()

@@ -51,8 +51,13 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
             created = not User.objects.filter(username=username).exists()
             if created:
                 user_create(
-                    actor=None, username=username, role=role, password=password,
-                    first_name=first_name, last_name=last_name, must_change_password=False,
+                    actor=None,
+                    username=username,
+                    role=role,
+                    password=password,
+                    first_name=first_name,
+                    last_name=last_name,
+                    must_change_password=False,
                 )
         logins.append(DemoLogin(url=tenant.url("/"), username=username, role=role, created=created))
     return logins

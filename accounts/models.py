@@ -17,7 +17,9 @@ class User(AbstractUser):
     class Meta:
         ordering = ["last_name", "first_name", "username"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="user_role_valid"),
+            models.CheckConstraint(
+                condition=models.Q(role__in=Role.values), name="user_role_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -29,7 +31,9 @@ class User(AbstractUser):
         kind = getattr(tenant, "kind", None)
         if kind and self.role not in roles_for_tenant_kind(kind):
             allowed = ", ".join(sorted(roles_for_tenant_kind(kind)))
-            raise ValidationError({"role": f"At this tenant a user's role must be one of: {allowed}."})
+            raise ValidationError(
+                {"role": f"At this tenant a user's role must be one of: {allowed}."}
+            )
 
     @property
     def display_name(self) -> str:

@@ -25,14 +25,30 @@ class NavItem:
 
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("Home", "home", "Your overview.", tuple(Role.values)),
-    NavItem("People", "accounts:people", "Staff and patients of this hospital; add someone.",
-            (Role.ADMIN, Role.DOCTOR)),
-    NavItem("Add a person", "accounts:person_create", "Register a new patient or colleague.",
-            (Role.ADMIN, Role.DOCTOR)),
-    NavItem("Tenants", "hub:tenants", "Hospitals and research organisations on this hub.",
-            (Role.OPERATOR,)),
-    NavItem("Admin", "admin:index", "The administration site for this tenant.",
-            (Role.ADMIN, Role.OPERATOR)),
+    NavItem(
+        "People",
+        "accounts:people",
+        "Staff and patients of this hospital; add someone.",
+        (Role.ADMIN, Role.DOCTOR),
+    ),
+    NavItem(
+        "Add a person",
+        "accounts:person_create",
+        "Register a new patient or colleague.",
+        (Role.ADMIN, Role.DOCTOR),
+    ),
+    NavItem(
+        "Tenants",
+        "hub:tenants",
+        "Hospitals and research organisations on this hub.",
+        (Role.OPERATOR,),
+    ),
+    NavItem(
+        "Admin",
+        "admin:index",
+        "The administration site for this tenant.",
+        (Role.ADMIN, Role.OPERATOR),
+    ),
     NavItem("API", "api-docs", "Interactive documentation of the REST API.", tuple(Role.values)),
     NavItem("Password", "accounts:password_change", "Change your password.", tuple(Role.values)),
 )

@@ -15,8 +15,9 @@ logger = logging.getLogger(__name__)
 @shared_task(base=TenantTask, bind=True, max_retries=5, default_retry_delay=30)
 def welcome_email_send(self, user_id: int) -> None:
     """Tell a newly added person where to sign in. Never includes the password."""
-    from accounts.models import User
     from django.db import connection
+
+    from accounts.models import User
 
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None or not user.email:

@@ -30,7 +30,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     success_url = reverse_lazy("home")
 
     def form_valid(self, form):
-        user_password_change(user=self.request.user, new_password=form.cleaned_data["new_password1"])
+        user_password_change(
+            user=self.request.user, new_password=form.cleaned_data["new_password1"]
+        )
         update_session_auth_hash(self.request, self.request.user)
         messages.success(self.request, "Your password was changed.")
         return redirect(self.get_success_url())
@@ -56,9 +58,15 @@ def people(request):
     return render(
         request,
         "accounts/people.html",
-        {"people": people_list_for_user(user=request.user, role=role), "role_filter": role,
-         "roles": [(value, label) for value, label in Role.choices
-                   if value in (Role.ADMIN, Role.DOCTOR, Role.PATIENT)]},
+        {
+            "people": people_list_for_user(user=request.user, role=role),
+            "role_filter": role,
+            "roles": [
+                (value, label)
+                for value, label in Role.choices
+                if value in (Role.ADMIN, Role.DOCTOR, Role.PATIENT)
+            ],
+        },
     )
 
 

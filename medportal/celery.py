@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-
 from django.db import connection
 from tenant_schemas_celery.app import CeleryApp
 from tenant_schemas_celery.task import TenantTask as LibraryTenantTask
@@ -15,6 +14,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "medportal.settings")
 app = CeleryApp("medportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The project package is not an installed app; its tasks module is named here.
+app.conf.imports = ("medportal.tasks",)
 
 
 class TenantTaskInPublicSchema(RuntimeError):

@@ -2,6 +2,7 @@
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
 
 from accounts import views as account_views
 from accounts.apis import MeApi
@@ -9,6 +10,8 @@ from medportal.health import healthz
 
 api_v1 = [
     path("me", MeApi.as_view(), name="me"),
+    # Exchange a username and password for an API token (lockout applies).
+    path("auth/token", obtain_auth_token, name="token"),
 ]
 
 urlpatterns = [

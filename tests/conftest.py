@@ -33,15 +33,41 @@ PASSWORD = os.environ["DEMO_PASSWORD"]
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
+def django_db_setup(request, django_test_environment, django_db_blocker, django_db_keepdb):
+    """pytest-django's set-up, except that the test database is always made:
+    pytest-django skips it when no collected test has the ``django_db`` mark,
+    and live tests (which commit) would then write to the development database."""
+    from django.test.utils import setup_databases, teardown_databases
+
     with django_db_blocker.unblock():
+        database_config = setup_databases(
+            verbosity=request.config.option.verbose,
+            interactive=False,
+            aliases={"default"},
+            keepdb=django_db_keepdb,
+        )
+        assert connection.settings_dict["NAME"].startswith("test_")
         demo_seed(password=PASSWORD)
         connection.set_schema_to_public()
+    yield
+    if not django_db_keepdb:
+        with django_db_blocker.unblock():
+            teardown_databases(database_config, verbosity=request.config.option.verbose)
 
 
 def _tenant(slug: str) -> Tenant:
     with schema_context(get_public_schema_name()):
         return Tenant.objects.get(slug=slug)
+
+
+@pytest.fixture(scope="session")
+def committed(django_db_setup, django_db_blocker) -> Iterator[dict[str, Tenant]]:
+    """For live tests: database access outside any test transaction, so what the
+    test writes is committed and visible to the server and worker processes.
+    Such tests must clean up after themselves. Yields the tenants by slug."""
+    with django_db_blocker.unblock():
+        tenants = {tenant.slug: tenant for tenant in Tenant.objects.all()}
+    yield tenants
 
 
 @pytest.fixture
@@ -68,10 +94,7 @@ def northwind(db) -> Tenant:
 def _reset_schema_after_test():
     """A test that leaves the connection in a tenant schema must not leak it."""
     yield
-    try:
-        connection.set_schema_to_public()
-    except Exception:  # noqa: BLE001  (database access may be blocked)
-        pass
+    connection.set_schema_to_public()  # only resets attributes; no query
 
 
 def host_of(tenant: Tenant) -> str:
@@ -154,9 +177,24 @@ def live_server_process(django_db_setup, tmp_path_factory) -> Iterator[LiveServe
     log = tmp_path_factory.mktemp("server") / "uvicorn.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "medportal.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
-            cwd=PROJECT_ROOT, env=child_environment(), stdout=output, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "medportal.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--lifespan",
+                "off",
+                "--log-level",
+                "warning",
+            ],
+            cwd=PROJECT_ROOT,
+            env=child_environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
 
     def ready() -> bool:
@@ -178,17 +216,37 @@ class LiveWorker:
 
 
 def start_worker(mail_dir: Path, log: Path) -> subprocess.Popen:
-    output = open(log, "ab")  # noqa: SIM115  (closed with the process)
+    output = open(log, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "medportal", "worker", "--loglevel", "INFO",
-         "--concurrency", "1", "--pool", "prefork", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
-         "--hostname", f"pytest-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "medportal",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "-Q",
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--hostname",
+            f"pytest-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         cwd=PROJECT_ROOT,
-        env=child_environment({
-            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-            "EMAIL_FILE_PATH": str(mail_dir),
-        }),
-        stdout=output, stderr=subprocess.STDOUT,
+        env=child_environment(
+            {
+                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                "EMAIL_FILE_PATH": str(mail_dir),
+            }
+        ),
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
 
 

@@ -13,5 +13,4 @@ os.environ.setdefault("CELERY_QUEUE", f"pytest-{os.getpid()}")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"pytest-{os.getpid()}")
 os.environ.setdefault("DEMO_PASSWORD", "correct-horse-battery-9")
 
-from medportal.settings import *  # noqa: E402,F403
-
+from medportal.settings import *  # noqa: F403

@@ -51,7 +51,9 @@ def hub_ensure(*, name: str = "MedPortal Hub") -> TenantResult:
     if tenant is None:
         with transaction.atomic():
             tenant = Tenant(
-                schema_name=settings.PUBLIC_SCHEMA_NAME, slug=HUB_SLUG, name=name,
+                schema_name=settings.PUBLIC_SCHEMA_NAME,
+                slug=HUB_SLUG,
+                name=name,
                 kind=TenantKind.HUB,
             )
             tenant.save(verbosity=0)
@@ -70,9 +72,7 @@ def tenant_create(*, kind: str, slug: str, name: str) -> TenantResult:
     name, is a ``TenantError``.
     """
     if kind not in TenantKind.values:
-        raise TenantError(
-            f"unknown kind {kind!r}: choose one of {', '.join(TenantKind.values)}"
-        )
+        raise TenantError(f"unknown kind {kind!r}: choose one of {', '.join(TenantKind.values)}")
     name = (name or "").strip()
     if not name:
         raise TenantError("a display name is required (--name)")

@@ -29,8 +29,14 @@ def test_lockout_is_per_username_and_address(alpha):
     fail_until_locked(client_for(alpha, REMOTE_ADDR="10.0.0.1"), "alpha-doctor")
     # The same person from another address, and another person from the
     # locked address, can still sign in.
-    assert attempt(client_for(alpha, REMOTE_ADDR="10.0.0.2"), "alpha-doctor", PASSWORD).status_code == 302
-    assert attempt(client_for(alpha, REMOTE_ADDR="10.0.0.1"), "alpha-admin", PASSWORD).status_code == 302
+    assert (
+        attempt(client_for(alpha, REMOTE_ADDR="10.0.0.2"), "alpha-doctor", PASSWORD).status_code
+        == 302
+    )
+    assert (
+        attempt(client_for(alpha, REMOTE_ADDR="10.0.0.1"), "alpha-admin", PASSWORD).status_code
+        == 302
+    )
 
 
 def test_lockout_at_one_hospital_does_not_lock_another(alpha, beta):
@@ -41,22 +47,29 @@ def test_lockout_at_one_hospital_does_not_lock_another(alpha, beta):
 @override_settings(TRUSTED_PROXY_COUNT=1)
 def test_behind_a_proxy_the_forwarded_client_address_is_used(alpha):
     proxy = {"REMOTE_ADDR": "192.0.2.10"}
-    fail_until_locked(client_for(alpha, **proxy), "alpha-doctor",
-                      HTTP_X_FORWARDED_FOR="203.0.113.5")
+    fail_until_locked(
+        client_for(alpha, **proxy), "alpha-doctor", HTTP_X_FORWARDED_FOR="203.0.113.5"
+    )
     # Another client behind the same proxy is not locked out...
-    other = attempt(client_for(alpha, **proxy), "alpha-doctor", PASSWORD,
-                    HTTP_X_FORWARDED_FOR="203.0.113.6")
+    other = attempt(
+        client_for(alpha, **proxy), "alpha-doctor", PASSWORD, HTTP_X_FORWARDED_FOR="203.0.113.6"
+    )
     assert other.status_code == 302
     # ...and the locked client cannot escape by prepending a forged address.
-    forged = attempt(client_for(alpha, **proxy), "alpha-doctor", PASSWORD,
-                     HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.5")
+    forged = attempt(
+        client_for(alpha, **proxy),
+        "alpha-doctor",
+        PASSWORD,
+        HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.5",
+    )
     assert forged.status_code == 429
 
 
 def test_without_a_trusted_proxy_a_forged_header_changes_nothing(alpha):
     fail_until_locked(client_for(alpha), "alpha-doctor")
-    response = attempt(client_for(alpha), "alpha-doctor", PASSWORD,
-                       HTTP_X_FORWARDED_FOR="198.51.100.77")
+    response = attempt(
+        client_for(alpha), "alpha-doctor", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.77"
+    )
     assert response.status_code == 429
 
 

@@ -13,8 +13,12 @@ from accounts.services import user_create
 from tests.conftest import PASSWORD, client_for, login_client, user_at
 
 NEW_PERSON = {
-    "role": "patient", "first_name": "Sam", "last_name": "Taylor", "username": "s.taylor",
-    "email": "", "password": "a-long-temporary-pass-42",
+    "role": "patient",
+    "first_name": "Sam",
+    "last_name": "Taylor",
+    "username": "s.taylor",
+    "email": "",
+    "password": "a-long-temporary-pass-42",
 }
 
 
@@ -57,7 +61,9 @@ def test_doctor_adds_a_patient_who_must_then_change_password(alpha):
     assert response["Location"] == "/accounts/people/"
     person = user_at(alpha, "s.taylor")
     assert (person.role, person.get_full_name(), person.must_change_password) == (
-        "patient", "Sam Taylor", True,
+        "patient",
+        "Sam Taylor",
+        True,
     )
     assert person.password.startswith("argon2$")
 
@@ -66,10 +72,14 @@ def test_doctor_adds_a_patient_who_must_then_change_password(alpha):
     assert response.status_code == 302
     assert response["Location"] == "/accounts/password/"
     assert newcomer.get("/api/v1/me").status_code == 403
-    response = newcomer.post("/accounts/password/", {
-        "old_password": NEW_PERSON["password"],
-        "new_password1": "my-own-secret-phrase-7", "new_password2": "my-own-secret-phrase-7",
-    })
+    response = newcomer.post(
+        "/accounts/password/",
+        {
+            "old_password": NEW_PERSON["password"],
+            "new_password1": "my-own-secret-phrase-7",
+            "new_password2": "my-own-secret-phrase-7",
+        },
+    )
     assert response.status_code == 302
     assert newcomer.get("/").status_code == 200
     assert user_at(alpha, "s.taylor").must_change_password is False
@@ -189,11 +199,19 @@ def test_operator_uses_the_hub_admin_and_tenant_page(hub):
 def test_admin_user_form_refuses_a_role_foreign_to_the_hospital(alpha):
     client = login_client(alpha, "alpha-admin")
     before = usernames(alpha)
-    response = client.post("/admin/accounts/user/add/", {
-        "username": "sneaky-op", "role": "operator", "first_name": "", "last_name": "",
-        "email": "", "usable_password": "true",
-        "password1": "long-enough-pass-1", "password2": "long-enough-pass-1",
-    })
+    response = client.post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "sneaky-op",
+            "role": "operator",
+            "first_name": "",
+            "last_name": "",
+            "email": "",
+            "usable_password": "true",
+            "password1": "long-enough-pass-1",
+            "password2": "long-enough-pass-1",
+        },
+    )
     assert response.status_code == 200
     assert b"Select a valid choice" in response.content or b"must be one of" in response.content
     assert usernames(alpha) == before

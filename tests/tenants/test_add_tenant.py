@@ -21,8 +21,12 @@ def schema_exists(name: str) -> bool:
 
 def manage(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=PROJECT_ROOT, env=child_environment(),
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -31,7 +35,11 @@ def test_add_tenant_creates_schema_and_domain(db):
     call_command("add_tenant", kind="hospital", slug="gamma-care", name="Gamma Care", stdout=output)
     assert "Created hospital 'gamma-care'" in output.getvalue()
     tenant = Tenant.objects.get(slug="gamma-care")
-    assert (tenant.kind, tenant.name, tenant.schema_name) == ("hospital", "Gamma Care", "gamma_care")
+    assert (tenant.kind, tenant.name, tenant.schema_name) == (
+        "hospital",
+        "Gamma Care",
+        "gamma_care",
+    )
     assert list(Domain.objects.filter(tenant=tenant).values_list("domain", flat=True)) == [
         "gamma-care.localhost"
     ]
@@ -54,10 +62,14 @@ def test_add_tenant_twice_changes_nothing_and_says_so(db):
         (["--kind", "hospital", "--slug", "Bad_Slug!", "--name", "X"], "invalid slug 'Bad_Slug!'"),
         (["--kind", "hospital", "--slug", "public", "--name", "X"], "reserved"),
         (["--kind", "clinic", "--slug", "epsilon", "--name", "X"], "unknown kind 'clinic'"),
-        (["--kind", "research", "--slug", "alpha", "--name", "Alpha General Hospital"],
-         "already taken by a hospital"),
-        (["--kind", "hospital", "--slug", "alpha", "--name", "Another Name"],
-         "already exists with the name 'Alpha General Hospital'"),
+        (
+            ["--kind", "research", "--slug", "alpha", "--name", "Alpha General Hospital"],
+            "already taken by a hospital",
+        ),
+        (
+            ["--kind", "hospital", "--slug", "alpha", "--name", "Another Name"],
+            "already exists with the name 'Alpha General Hospital'",
+        ),
     ],
 )
 def test_add_tenant_refuses_bad_input_with_exit_2(db, args, message):

@@ -37,12 +37,18 @@ class Command(BaseCommand):
         with tenant_context(tenant):
             try:
                 user = user_create(
-                    actor=None, username=options["username"], role=options["role"],
-                    password=password, email=options["email"],
-                    first_name=options["first_name"], last_name=options["last_name"],
+                    actor=None,
+                    username=options["username"],
+                    role=options["role"],
+                    password=password,
+                    email=options["email"],
+                    first_name=options["first_name"],
+                    last_name=options["last_name"],
                     must_change_password=False,
                 )
             except (ValidationError, PermissionDenied) as error:
                 messages = getattr(error, "messages", [str(error)])
                 raise CommandError("; ".join(messages), returncode=2) from None
-        self.stdout.write(self.style.SUCCESS(f"Added {user.username} ({user.role}) at {tenant.slug}."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Added {user.username} ({user.role}) at {tenant.slug}.")
+        )

@@ -15,4 +15,5 @@ class Command(BaseCommand):
             rows.append((tenant.slug, tenant.kind, domains, tenant.schema_name))
         widths = [max(len(row[column]) for row in rows) for column in range(4)]
         for row in rows:
-            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            self.stdout.write("  ".join(cells).rstrip())
