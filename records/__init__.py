@@ -1,0 +1,1 @@
+"""Encrypted medical records: arrives with the records issue (see DESIGN.md)."""
