@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -971,14 +972,15 @@ def cmd_env(prefer_local: bool) -> int:
         services.stop()
 
 
-def demo_secret_key(var: Path) -> str:
-    """A random key for the local demo, created once and readable only by its owner."""
-    path = var / "secret-key"
+def demo_secret(var: Path, name: str) -> str:
+    """A random 32-byte key (base64) for the local demo, created once in var/ and
+    readable only by its owner. Deleting var/ forgets it with the data it protects."""
+    path = var / name
     if not path.exists():
         var.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
+            handle.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
     return path.read_text().strip()
 
 
@@ -995,7 +997,9 @@ def cmd_run() -> int:
     # The demo runs with DEBUG off, like production, so its error pages are the
     # real ones; it gets a random SECRET_KEY kept in var/ (sessions survive restarts).
     if not env.get("SECRET_KEY"):
-        env["SECRET_KEY"] = demo_secret_key(var_dir())
+        env["SECRET_KEY"] = demo_secret(var_dir(), "secret-key")
+    if not env.get("MEDPORTAL_MASTER_KEY"):
+        env["MEDPORTAL_MASTER_KEY"] = demo_secret(var_dir(), "master-key")
     sup = Supervisor(env=env, cwd=ROOT)
     sup.install_signal_handlers()
     try:

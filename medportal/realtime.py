@@ -99,9 +99,14 @@ class TenantWebsocketMiddleware:
         return await self.inner(dict(scope, tenant=tenant, user=user), receive, send)
 
 
+def group_send(group: str, payload: dict) -> None:
+    """Push ``payload`` to every socket in ``group``. At most once: pages that
+    miss it catch up by pulling. Call it after commit."""
+    async_to_sync(get_channel_layer().group_send)(
+        group, {"type": "portal.event", "payload": payload}
+    )
+
+
 def event_send(*, schema_name: str, payload: dict, user_id: int | None = None) -> None:
-    """Push an event to a tenant's open pages (or one user's). At most once:
-    pages that miss it catch up by pulling. Call it from ``on_commit``."""
-    layer = get_channel_layer()
-    group = user_group(schema_name, user_id) if user_id else tenant_group(schema_name)
-    async_to_sync(layer.group_send)(group, {"type": "portal.event", "payload": payload})
+    """Push an event to a tenant's open pages (or one user's)."""
+    group_send(user_group(schema_name, user_id) if user_id else tenant_group(schema_name), payload)

@@ -24,6 +24,14 @@ SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me" if DEBUG el
 if not SECRET_KEY:
     raise RuntimeError("SECRET_KEY must be set when DEBUG is off (see README, Configuration).")
 
+# Root of every key the portal derives (signing-key encryption now, record
+# key-encryption keys later): 32 random bytes, base64. Losing it loses the data.
+MEDPORTAL_MASTER_KEY = env_str(
+    "MEDPORTAL_MASTER_KEY", "ZGV2LW9ubHktbWFzdGVyLWtleS1kby1ub3QtdXNlISE=" if DEBUG else ""
+)
+if not MEDPORTAL_MASTER_KEY:
+    raise RuntimeError("MEDPORTAL_MASTER_KEY must be set when DEBUG is off (see README).")
+
 # Hub on BASE_DOMAIN, every tenant on <slug>.<BASE_DOMAIN>.
 BASE_DOMAIN = env_str("BASE_DOMAIN", "localhost").lower()
 ALLOWED_HOSTS = [BASE_DOMAIN, f".{BASE_DOMAIN}", *env_list("EXTRA_ALLOWED_HOSTS", [])]
@@ -50,6 +58,7 @@ SHARED_APPS = [
     "channels",
     "axes",
     "accounts",
+    "chain",
 ]
 # The hub has its own operators, sessions and tokens in the public schema; each
 # tenant has its own in its schema, so nothing about a login crosses tenants.
@@ -62,6 +71,7 @@ TENANT_APPS = [
     "rest_framework.authtoken",
     "axes",
     "accounts",
+    "chain",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -151,11 +161,32 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts.tasks.sessions_clear_expired",
         "schedule": timedelta(hours=1),
     },
+    "chain-seal-due": {
+        "task": "chain.tasks.block_seal_task",
+        "schedule": timedelta(seconds=5),
+    },
+    "chain-outbox-sweep": {
+        "task": "chain.tasks.outbox_sweep_task",
+        "schedule": timedelta(seconds=env_int("CHAIN_SWEEP_SECONDS", 10)),
+    },
+    "chain-verify": {
+        "task": "chain.tasks.chain_verify_task",
+        "schedule": timedelta(seconds=env_int("CHAIN_VERIFY_INTERVAL_SECONDS", 300)),
+    },
     "worker-heartbeat": {
         "task": "medportal.tasks.heartbeat",
         "schedule": timedelta(seconds=30),
     },
 }
+
+# --- Ledger ------------------------------------------------------------------------
+
+# A block is sealed when this many transactions wait, or when the oldest has
+# waited CHAIN_MAX_BLOCK_WAIT_MS.
+CHAIN_MAX_TRANSACTIONS_PER_BLOCK = env_int("CHAIN_MAX_TRANSACTIONS_PER_BLOCK", 100)
+CHAIN_MAX_BLOCK_WAIT_MS = env_int("CHAIN_MAX_BLOCK_WAIT_MS", 200)
+# An outbox row not confirmed this long after it was sent is sent again.
+CHAIN_REDELIVERY_SECONDS = env_int("CHAIN_REDELIVERY_SECONDS", 30)
 
 # --- Authentication -------------------------------------------------------------
 

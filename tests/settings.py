@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("CELERY_QUEUE", f"pytest-{os.getpid()}")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"pytest-{os.getpid()}")
+os.environ.setdefault("MEDPORTAL_MASTER_KEY", "dGVzdC1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE=")
 os.environ.setdefault("DEMO_PASSWORD", "correct-horse-battery-9")
 
 from medportal.settings import *  # noqa: F403

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 
+from chain.services import hub_genesis_ensure, tenant_join
 from medportal.tenants.models import Domain, Tenant, TenantKind
 
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
@@ -61,15 +63,20 @@ def hub_ensure(*, name: str = "MedPortal Hub") -> TenantResult:
     Domain.objects.get_or_create(
         domain=tenant.domain_name, defaults={"tenant": tenant, "is_primary": True}
     )
+    hub_genesis_ensure()
     return TenantResult(tenant=tenant, created=created)
 
 
-def tenant_create(*, kind: str, slug: str, name: str) -> TenantResult:
+def tenant_create(
+    *, kind: str, slug: str, name: str, progress: Callable[[int, int], None] | None = None
+) -> TenantResult:
     """Create a hospital or research tenant with its schema and domain.
 
+    The new tenant's key is registered on the chain and its replica receives
+    every block (``progress(height, target)`` is called as it catches up).
     Idempotent: asking again for the same slug, kind and name returns the existing
-    tenant with ``created=False``; a slug taken by another kind, or with another
-    name, is a ``TenantError``.
+    tenant with ``created=False`` (and finishes joining if an earlier run was cut
+    short); a slug taken by another kind, or with another name, is a ``TenantError``.
     """
     if kind not in TenantKind.values:
         raise TenantError(f"unknown kind {kind!r}: choose one of {', '.join(TenantKind.values)}")
@@ -94,6 +101,7 @@ def tenant_create(*, kind: str, slug: str, name: str) -> TenantResult:
                 f"slug {slug!r} already exists with the name {existing.name!r}; "
                 "rename it in the hub's admin if that is what you want"
             )
+        tenant_join(tenant=existing, progress=progress)
         return TenantResult(tenant=existing, created=False)
 
     hub_ensure()
@@ -105,4 +113,5 @@ def tenant_create(*, kind: str, slug: str, name: str) -> TenantResult:
     # prints its own summary.
     tenant.save(verbosity=0)
     Domain.objects.create(domain=tenant.domain_name, tenant=tenant, is_primary=True)
+    tenant_join(tenant=tenant, progress=progress)
     return TenantResult(tenant=tenant, created=True)

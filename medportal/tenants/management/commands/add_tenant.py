@@ -15,8 +15,11 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True, help='display name, e.g. "Alpha General"')
 
     def handle(self, *args, kind: str, slug: str, name: str, **options) -> None:
+        def progress(height: int, target: int) -> None:
+            self.stdout.write(f"  chain: {height + 1} of {target + 1} blocks applied and verified")
+
         try:
-            result = tenant_create(kind=kind, slug=slug, name=name)
+            result = tenant_create(kind=kind, slug=slug, name=name, progress=progress)
         except TenantError as error:
             raise CommandError(str(error), returncode=2) from None
         tenant = result.tenant

@@ -1,0 +1,134 @@
+"""Canonical encoding and hashing of transactions and blocks (encoding version 1).
+
+The README's "Block format" section is the specification; the known-answer
+tests in tests/chain/test_encoding.py pin it. Never change what version 1
+produces: add version 2 beside it and dispatch on the ``v`` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+ENCODING_VERSION = 1
+GENESIS_PREVIOUS_HASH = "0" * 64
+
+
+class EncodingError(ValueError):
+    """A value cannot be encoded canonically (a float, a naive time, a bad type)."""
+
+
+def _check(value: Any, path: str = "$") -> None:
+    # Floats have no single canonical text form; payloads carry decimals as strings.
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, float):
+        raise EncodingError(f"{path}: floats are not allowed; encode the number as a string")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EncodingError(f"{path}: object keys must be strings")
+            _check(item, f"{path}.{key}")
+        return
+    raise EncodingError(f"{path}: {type(value).__name__} cannot be encoded")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8 (not ASCII-escaped)."""
+    _check(value)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds: 2026-01-02T03:04:05.000006Z."""
+    if moment.tzinfo is None:
+        raise EncodingError("times must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+# --- Transactions -----------------------------------------------------------------
+
+
+def transaction_body(*, kind: str, author: str, payload: dict, timestamp: datetime) -> dict:
+    """What the author signs."""
+    return {
+        "v": ENCODING_VERSION,
+        "kind": kind,
+        "author": author,
+        "payload": payload,
+        "timestamp": format_time(timestamp),
+    }
+
+
+def transaction_signing_bytes(
+    *, kind: str, author: str, payload: dict, timestamp: datetime
+) -> bytes:
+    return canonical_json(
+        transaction_body(kind=kind, author=author, payload=payload, timestamp=timestamp)
+    )
+
+
+def transaction_hash(
+    *, kind: str, author: str, payload: dict, timestamp: datetime, signature: str
+) -> str:
+    """SHA-256 over the signed body plus the signature (base64)."""
+    body = transaction_body(kind=kind, author=author, payload=payload, timestamp=timestamp)
+    return sha256_hex(canonical_json({**body, "signature": signature}))
+
+
+# --- Blocks ----------------------------------------------------------------------
+
+
+def block_header(
+    *,
+    height: int,
+    previous_hash: str,
+    created_at: datetime,
+    proposer: str,
+    merkle_root: str,
+    transaction_count: int,
+) -> dict:
+    """What the hub signs."""
+    return {
+        "v": ENCODING_VERSION,
+        "height": height,
+        "previous_hash": previous_hash,
+        "created_at": format_time(created_at),
+        "proposer": proposer,
+        "merkle_root": merkle_root,
+        "transaction_count": transaction_count,
+    }
+
+
+def block_signing_bytes(**header_fields: Any) -> bytes:
+    return canonical_json(block_header(**header_fields))
+
+
+def block_hash(*, hub_signature: str, **header_fields: Any) -> str:
+    """SHA-256 over every other field of the block: the header and the hub's signature."""
+    return sha256_hex(
+        canonical_json({**block_header(**header_fields), "hub_signature": hub_signature})
+    )

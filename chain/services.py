@@ -1,0 +1,642 @@
+"""Writes to the ledger: keys, submitting, sealing on the hub, delivery to replicas.
+
+The hub's canonical chain lives in the public schema; a tenant's replica in its
+own schema. Functions say which one they touch by entering the schema
+explicitly (``schema_context`` / ``tenant_context``), so they can be called
+from a request, a task or a command alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
+
+from chain import keys as keyring
+from chain.encoding import (
+    GENESIS_PREVIOUS_HASH,
+    EncodingError,
+    b64,
+    block_hash,
+    block_signing_bytes,
+    transaction_hash,
+    transaction_signing_bytes,
+)
+from chain.merkle import merkle_root
+from chain.models import (
+    Block,
+    ChainState,
+    Outbox,
+    PendingTransaction,
+    RegisteredKey,
+    SigningKey,
+    Transaction,
+    TransactionKind,
+)
+from chain.schemas import AUTHOR_KINDS, payload_errors
+from chain.verification import BlockInvalid, ChainVerifier, identity_proof_bytes
+
+logger = logging.getLogger(__name__)
+
+HUB_OWNER = "hub"
+SEAL_LOCK = 0x4D50_0001  # pg advisory lock: one sealer at a time
+
+
+class TransactionRejected(ValueError):
+    """The hub refused a transaction; the message says why."""
+
+
+class ReplicaError(RuntimeError):
+    """A block from the hub failed verification; nothing was applied."""
+
+
+def _lock(key: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _replica_lock_key(schema_name: str) -> int:
+    return 0x4D50_0000_0000 + zlib.crc32(schema_name.encode())
+
+
+def _public():
+    return schema_context(get_public_schema_name())
+
+
+# --- Keys -------------------------------------------------------------------------
+
+
+def signing_key_ensure(*, owner: str) -> SigningKey:
+    """The current schema's active signing key for ``owner``, created on first use."""
+    key = SigningKey.objects.filter(owner=owner, is_active=True).first()
+    if key is not None:
+        return key
+    private = Ed25519PrivateKey.generate()
+    public_raw = keyring.public_key_raw(private)
+    key_id = keyring.key_id_for(public_raw)
+    try:
+        with transaction.atomic():
+            return SigningKey.objects.create(
+                owner=owner,
+                key_id=key_id,
+                public_key=b64(public_raw),
+                sealed_private_key=keyring.seal_private_key(
+                    private_key=private, owner=owner, key_id=key_id
+                ),
+                key_version=keyring.KEY_VERSION,
+            )
+    except IntegrityError:  # created concurrently: use theirs
+        return SigningKey.objects.get(owner=owner, is_active=True)
+
+
+def signing_key_private(key: SigningKey) -> Ed25519PrivateKey:
+    return keyring.open_private_key(
+        sealed=key.sealed_private_key, owner=key.owner, key_id=key.key_id, version=key.key_version
+    )
+
+
+# --- Building and accepting transactions ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    kind: str
+    author: str
+    payload: dict
+    timestamp: datetime
+    signature: str
+
+    @property
+    def hash(self) -> str:
+        return transaction_hash(**self.fields())
+
+    def fields(self) -> dict:
+        return {
+            "kind": self.kind,
+            "author": self.author,
+            "payload": self.payload,
+            "timestamp": self.timestamp,
+            "signature": self.signature,
+        }
+
+
+def envelope_sign(
+    *,
+    kind: str,
+    payload: dict,
+    key: SigningKey,
+    private: Ed25519PrivateKey | None = None,
+    timestamp: datetime | None = None,
+) -> Envelope:
+    moment = timestamp or timezone.now()
+    private = private or signing_key_private(key)
+    message = transaction_signing_bytes(
+        kind=kind, author=key.key_id, payload=payload, timestamp=moment
+    )
+    return Envelope(
+        kind=kind,
+        author=key.key_id,
+        payload=payload,
+        timestamp=moment,
+        signature=keyring.sign(private, message),
+    )
+
+
+def identity_payload(
+    *,
+    subject_type: str,
+    subject: str,
+    tenant: str,
+    tenant_kind: str,
+    key: SigningKey,
+    action: str = "register",
+    extra: dict | None = None,
+) -> dict:
+    """An ``identity`` payload with the subject's proof that it holds the key."""
+    proof = keyring.sign(
+        signing_key_private(key), identity_proof_bytes(subject=subject, key_id=key.key_id)
+    )
+    return {
+        "action": action,
+        "subject_type": subject_type,
+        "subject": subject,
+        "tenant": tenant,
+        "tenant_kind": tenant_kind,
+        "key_id": key.key_id,
+        "public_key": key.public_key,
+        "proof": proof,
+        **(extra or {}),
+    }
+
+
+def _check_identity(envelope: Envelope, author: RegisteredKey) -> None:
+    payload = envelope.payload
+    if payload["key_id"] != keyring.key_id_for(keyring.unb64(payload["public_key"])):
+        raise TransactionRejected("identity: key_id does not belong to public_key")
+    proof = identity_proof_bytes(subject=payload["subject"], key_id=payload["key_id"])
+    if not keyring.verify(payload["public_key"], payload["proof"], proof):
+        raise TransactionRejected("identity: the proof of possession is not valid")
+    subject_type = payload["subject_type"]
+    if subject_type in ("hub", "tenant") and author.owner_type != RegisteredKey.OwnerType.HUB:
+        raise TransactionRejected("identity: only the hub registers tenants")
+    if subject_type in ("patient", "practitioner") and author.tenant != payload["tenant"]:
+        raise TransactionRejected("identity: a hospital registers only its own people")
+    if payload["action"] == "register":
+        if RegisteredKey.objects.filter(key_id=payload["key_id"]).exists():
+            raise TransactionRejected("identity: this key is already registered")
+
+
+@transaction.atomic
+def transaction_accept(*, envelope: Envelope, submitted_by: str) -> PendingTransaction:
+    """The hub's gate: kind, payload schema, registered author, authority, signature.
+
+    Runs in the public schema. Raises ``TransactionRejected`` with the reason;
+    nothing is stored then.
+    """
+    with _public():
+        if envelope.kind not in TransactionKind.values:
+            raise TransactionRejected(f"unknown transaction kind {envelope.kind!r}")
+        errors = payload_errors(envelope.kind, envelope.payload)
+        if errors:
+            raise TransactionRejected("malformed payload: " + "; ".join(errors))
+        author = RegisteredKey.objects.filter(
+            key_id=envelope.author, revoked_height__isnull=True
+        ).first()
+        if author is None:
+            raise TransactionRejected(f"unknown or revoked author key {envelope.author!r}")
+        allowed = AUTHOR_KINDS.get((author.owner_type, author.tenant_kind), frozenset())
+        if envelope.kind not in allowed:
+            raise TransactionRejected(
+                f"a {author.owner_type} key may not author {envelope.kind!r} transactions"
+            )
+        if submitted_by != author.tenant:
+            raise TransactionRejected("the author's key does not belong to the submitting tenant")
+        try:
+            message = transaction_signing_bytes(
+                kind=envelope.kind,
+                author=envelope.author,
+                payload=envelope.payload,
+                timestamp=envelope.timestamp,
+            )
+        except EncodingError as error:
+            raise TransactionRejected(f"malformed payload: {error}") from None
+        if not keyring.verify(author.public_key, envelope.signature, message):
+            raise TransactionRejected("the signature does not match the transaction")
+        if envelope.kind == TransactionKind.IDENTITY:
+            _check_identity(envelope, author)
+        try:
+            with transaction.atomic():
+                pending = PendingTransaction.objects.create(
+                    **envelope.fields(), hash=envelope.hash, submitted_by=submitted_by
+                )
+        except IntegrityError:
+            raise TransactionRejected("this transaction was already submitted") from None
+    transaction.on_commit(_schedule_seal)
+    return pending
+
+
+def transaction_submit(*, tenant, kind: str, payload: dict) -> PendingTransaction:
+    """Sign with ``tenant``'s key (in its schema) and submit to the hub."""
+    with tenant_context(tenant):
+        key = signing_key_ensure(owner=tenant.slug)
+        envelope = envelope_sign(kind=kind, payload=payload, key=key)
+    return transaction_accept(envelope=envelope, submitted_by=tenant.slug)
+
+
+def _schedule_seal() -> None:
+    from chain.tasks import block_seal_task
+
+    with _public():
+        waiting = PendingTransaction.objects.count()
+    if waiting >= settings.CHAIN_MAX_TRANSACTIONS_PER_BLOCK:
+        block_seal_task.apply_async(headers={"_schema_name": get_public_schema_name()})
+    else:
+        block_seal_task.apply_async(
+            countdown=settings.CHAIN_MAX_BLOCK_WAIT_MS / 1000,
+            headers={"_schema_name": get_public_schema_name()},
+        )
+
+
+# --- Sealing blocks on the hub ------------------------------------------------------
+
+
+def _chain_state_for_update() -> ChainState:
+    ChainState.objects.get_or_create(id=1)
+    return ChainState.objects.select_for_update().get(id=1)
+
+
+def _registered_keys_apply(transactions: Sequence[Transaction], height: int) -> None:
+    """Keep the derived key registry in step with ``identity`` transactions."""
+    for item in transactions:
+        if item.kind != TransactionKind.IDENTITY:
+            continue
+        payload = item.payload
+        if payload.get("replaces") or payload["action"] == "revoke":
+            RegisteredKey.objects.filter(
+                key_id=payload.get("replaces") or payload["key_id"], revoked_height__isnull=True
+            ).update(revoked_height=height)
+        if payload["action"] in ("register", "rotate"):
+            RegisteredKey.objects.get_or_create(
+                key_id=payload["key_id"],
+                defaults={
+                    "public_key": payload["public_key"],
+                    "owner_type": payload["subject_type"],
+                    "owner": payload["subject"],
+                    "tenant": payload["tenant"],
+                    "tenant_kind": payload["tenant_kind"],
+                    "registered_height": height,
+                },
+            )
+
+
+def _append(items: Sequence[PendingTransaction]) -> Block:
+    """Append one block holding ``items``; the caller holds the seal lock."""
+    from medportal.tenants.selectors import tenant_list_members
+
+    state = _chain_state_for_update()
+    height = state.height + 1
+    previous = state.head_hash if height > 0 else GENESIS_PREVIOUS_HASH
+    hub_key = SigningKey.objects.get(owner=HUB_OWNER, is_active=True)
+    header = {
+        "height": height,
+        "previous_hash": previous,
+        "created_at": timezone.now(),
+        "proposer": HUB_OWNER,
+        "merkle_root": merkle_root([item.hash for item in items]),
+        "transaction_count": len(items),
+    }
+    signature = keyring.sign(signing_key_private(hub_key), block_signing_bytes(**header))
+    block = Block.objects.create(
+        **header, hub_signature=signature, hash=block_hash(hub_signature=signature, **header)
+    )
+    rows = Transaction.objects.bulk_create(
+        [
+            Transaction(block=block, index=index, hash=item.hash, **item.envelope())
+            for index, item in enumerate(items)
+        ]
+    )
+    PendingTransaction.objects.filter(id__in=[item.pk for item in items if item.pk]).delete()
+    _registered_keys_apply(rows, height)
+    state.height, state.head_hash = height, block.hash
+    state.save(update_fields=["height", "head_hash"])
+    outbox = Outbox.objects.bulk_create(
+        [Outbox(block=block, tenant=tenant) for tenant in tenant_list_members()]
+    )
+    outbox_ids = [row.pk for row in outbox]
+    event = {"type": "block", "tenant": HUB_OWNER, "height": height, "hash": block.hash}
+    transaction.on_commit(lambda: outbox_dispatch(outbox_ids=outbox_ids))
+    transaction.on_commit(lambda: _chain_event(get_public_schema_name(), [event]))
+    return block
+
+
+def hub_genesis_ensure() -> Block:
+    """The hub's key and the genesis block (height 0), created once."""
+    with _public(), transaction.atomic():
+        _lock(SEAL_LOCK)
+        genesis = Block.objects.filter(height=0).first()
+        if genesis is not None:
+            return genesis
+        key = signing_key_ensure(owner=HUB_OWNER)
+        payload = identity_payload(
+            subject_type="hub", subject=HUB_OWNER, tenant=HUB_OWNER, tenant_kind="hub", key=key
+        )
+        envelope = envelope_sign(kind=TransactionKind.IDENTITY, payload=payload, key=key)
+        item = PendingTransaction(**envelope.fields(), hash=envelope.hash, submitted_by=HUB_OWNER)
+        return _append([item])
+
+
+def block_seal(*, force: bool = False) -> list[int]:
+    """Seal waiting transactions into blocks of at most CHAIN_MAX_TRANSACTIONS_PER_BLOCK.
+
+    A partial block is sealed only when its oldest transaction has waited
+    CHAIN_MAX_BLOCK_WAIT_MS, or with ``force``. Returns the new heights.
+    """
+    limit = settings.CHAIN_MAX_TRANSACTIONS_PER_BLOCK
+    max_wait = timedelta(milliseconds=settings.CHAIN_MAX_BLOCK_WAIT_MS)
+    heights: list[int] = []
+    while True:
+        with _public(), transaction.atomic():
+            _lock(SEAL_LOCK)
+            items = list(PendingTransaction.objects.order_by("id")[:limit])
+            if not items:
+                break
+            if len(items) < limit and not force:
+                if timezone.now() - items[0].received_at < max_wait:
+                    break
+            heights.append(_append(items).height)
+    return heights
+
+
+def block_seal_due_in() -> float | None:
+    """Seconds until the oldest waiting transaction is due, or None if none waits."""
+    with _public():
+        oldest = PendingTransaction.objects.order_by("id").values_list("received_at", flat=True)
+        first = oldest.first()
+    if first is None:
+        return None
+    due = first + timedelta(milliseconds=settings.CHAIN_MAX_BLOCK_WAIT_MS)
+    return max(0.0, (due - timezone.now()).total_seconds())
+
+
+# --- Delivery to replicas ---------------------------------------------------------
+
+
+def outbox_dispatch(*, outbox_ids: Sequence[int]) -> int:
+    """Send delivery tasks for these outbox rows (after the block's commit)."""
+    from chain.tasks import deliver_block_task
+
+    with _public():
+        rows = list(Outbox.objects.filter(id__in=outbox_ids).select_related("tenant"))
+        Outbox.objects.filter(id__in=outbox_ids).update(
+            sent_at=timezone.now(), attempts=F("attempts") + 1
+        )
+    for row in rows:
+        deliver_block_task.apply_async(
+            args=[row.pk], headers={"_schema_name": row.tenant.schema_name}
+        )
+    return len(rows)
+
+
+def outbox_sweep(*, older_than: timedelta | None = None) -> int:
+    """Re-send what was not confirmed in time: one task per lagging tenant, for its
+    newest unconfirmed block (delivering it pulls every missing block before it)."""
+    older_than = older_than or timedelta(seconds=settings.CHAIN_REDELIVERY_SECONDS)
+    cutoff = timezone.now() - older_than
+    with _public():
+        open_rows = Outbox.objects.filter(confirmed_at__isnull=True, created_at__lt=cutoff)
+        stale = open_rows.filter(sent_at__isnull=True) | open_rows.filter(sent_at__lt=cutoff)
+        newest = stale.values("tenant_id").annotate(newest=Max("id"))
+        ids = [row["newest"] for row in newest]
+    if ids:
+        logger.info("re-sending %d unconfirmed deliveries", len(ids))
+    return outbox_dispatch(outbox_ids=ids)
+
+
+def _copy_block(source: Block, transactions: Sequence[Transaction]) -> Block:
+    block = Block.objects.create(
+        height=source.height,
+        previous_hash=source.previous_hash,
+        created_at=source.created_at,
+        proposer=source.proposer,
+        merkle_root=source.merkle_root,
+        transaction_count=source.transaction_count,
+        hub_signature=source.hub_signature,
+        hash=source.hash,
+        encoding_version=source.encoding_version,
+    )
+    rows = Transaction.objects.bulk_create(
+        [
+            Transaction(
+                block=block,
+                index=item.index,
+                kind=item.kind,
+                author=item.author,
+                payload=item.payload,
+                timestamp=item.timestamp,
+                signature=item.signature,
+                hash=item.hash,
+                encoding_version=item.encoding_version,
+            )
+            for item in transactions
+        ]
+    )
+    _registered_keys_apply(rows, block.height)
+    return block
+
+
+def _hub_blocks(*, after: int, until: int, limit: int) -> list[tuple[Block, list[Transaction]]]:
+    from chain.verification import blocks_with_transactions
+
+    with _public():
+        return list(islice(blocks_with_transactions(after=after, until=until, chunk=limit), limit))
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    tenant: str
+    applied: int
+    height: int
+
+
+def replica_sync(
+    *,
+    tenant,
+    up_to: int | None = None,
+    chunk: int = 500,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncResult:
+    """Bring ``tenant``'s replica up to ``up_to`` (default: the hub's head).
+
+    Strictly in height order and idempotent: blocks the replica already has are
+    skipped, a gap is filled by pulling from the hub, and every block is verified
+    before it is applied. Confirms the hub's outbox rows in the same database
+    transaction. Raises ``ReplicaError`` (nothing of that chunk applied) when a
+    block does not verify.
+    """
+    applied = 0
+    while True:
+        events: list[dict] = []
+        with tenant_context(tenant), transaction.atomic():
+            _lock(_replica_lock_key(tenant.schema_name))
+            state = _chain_state_for_update()
+            with _public():
+                hub_height = ChainState.objects.get(id=1).height
+            target = hub_height if up_to is None else min(up_to, hub_height)
+            if state.height >= target:
+                height = state.height
+                _outbox_confirm(tenant, height)
+                break
+            if state.height >= 0:
+                verifier = ChainVerifier.resume(
+                    height=state.height,
+                    previous_hash=state.head_hash,
+                    check_transaction_signatures=False,
+                )
+            else:
+                verifier = ChainVerifier(check_transaction_signatures=False)
+            batch = _hub_blocks(after=state.height, until=target, limit=chunk)
+            for source, transactions in batch:
+                try:
+                    verifier.check(source, transactions)
+                except BlockInvalid as failure:
+                    raise ReplicaError(
+                        f"{tenant.slug}: block from the hub refused at height {failure.height}: "
+                        f"{failure.reason}"
+                    ) from None
+                block = _copy_block(source, transactions)
+                # Keep the verifier's view of keys in step with what was just applied.
+                state.height, state.head_hash = block.height, block.hash
+                events.append(
+                    {
+                        "type": "block",
+                        "tenant": tenant.slug,
+                        "height": block.height,
+                        "hash": block.hash,
+                    }
+                )
+            state.last_delivery_at = timezone.now()
+            state.save(update_fields=["height", "head_hash", "last_delivery_at"])
+            applied += len(batch)
+            height = state.height
+            _outbox_confirm(tenant, height)
+            schema = tenant.schema_name
+            transaction.on_commit(lambda events=events, schema=schema: _chain_event(schema, events))
+        if progress is not None:
+            progress(height, target)
+    return SyncResult(tenant=tenant.slug, applied=applied, height=height)
+
+
+def _outbox_confirm(tenant, height: int) -> None:
+    with _public():
+        Outbox.objects.filter(
+            tenant_id=tenant.pk, confirmed_at__isnull=True, block__height__lte=height
+        ).update(confirmed_at=timezone.now())
+
+
+def _chain_event(schema_name: str, events: list[dict]) -> None:
+    """Tell open explorer pages (that schema's) and the hub dashboard. Long
+    catch-ups send only their newest block; pages pull what they missed."""
+    from medportal.realtime import group_send
+
+    if not events:
+        return
+    shown = events if len(events) <= 20 else events[-1:]
+    try:
+        for event in shown:
+            group_send(f"chain.{schema_name}", event)
+        last = events[-1]
+        group_send(
+            "chain.dashboard",
+            {
+                "type": "replica",
+                "tenant": last["tenant"],
+                "height": last["height"],
+                "hash": last["hash"],
+            },
+        )
+    except Exception as error:  # noqa: BLE001  (a push is best effort; pages pull)
+        logger.warning("chain event not pushed: %s", type(error).__name__)
+
+
+# --- Repair ------------------------------------------------------------------------
+
+
+class RepairRefused(RuntimeError):
+    pass
+
+
+def replica_repair(*, tenant, progress: Callable[[int, int], None] | None = None) -> SyncResult:
+    """Re-copy ``tenant``'s replica from the hub, refusing if the hub's own chain
+    does not verify. One database transaction: the replica is never seen half-copied."""
+    from chain.selectors import chain_verify_schema
+
+    hub_report = chain_verify_schema(schema_name=get_public_schema_name())
+    if not hub_report.ok:
+        raise RepairRefused(
+            f"the hub's chain fails verification at height {hub_report.first_bad_height}: "
+            f"{hub_report.reason}; repair the hub first"
+        )
+    with tenant_context(tenant), transaction.atomic():
+        _lock(_replica_lock_key(tenant.schema_name))
+        with connection.cursor() as cursor:
+            # The append-only triggers need the table owner to lift, and only for
+            # this transaction's lifetime.
+            for table in ("chain_transaction", "chain_block"):
+                cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            # chain_outbox is the hub's table; a tenant's copy is always empty but
+            # its foreign key to chain_block makes TRUNCATE name it too.
+            cursor.execute("TRUNCATE chain_transaction, chain_block, chain_outbox")
+            for table in ("chain_transaction", "chain_block"):
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+        RegisteredKey.objects.all().delete()
+        ChainState.objects.filter(id=1).update(
+            height=-1,
+            head_hash="",
+            last_verified_height=-1,
+            last_verified_hash="",
+            last_verification_ok=None,
+            last_verification_error="",
+        )
+        result = replica_sync(tenant=tenant, progress=progress)
+    return result
+
+
+# --- Tenants joining ---------------------------------------------------------------
+
+
+def tenant_join(*, tenant, progress: Callable[[int, int], None] | None = None) -> SyncResult:
+    """Register ``tenant``'s signing key on the chain (an ``identity`` transaction the
+    hub vouches for) and give it every block, each verified before it is applied.
+    Safe to run again: a registered tenant is only brought up to date."""
+    with _public():
+        registered = RegisteredKey.objects.filter(
+            owner_type=RegisteredKey.OwnerType.TENANT,
+            owner=tenant.slug,
+            revoked_height__isnull=True,
+        ).exists()
+    if not registered:
+        with tenant_context(tenant):
+            key = signing_key_ensure(owner=tenant.slug)
+            payload = identity_payload(
+                subject_type="tenant",
+                subject=tenant.slug,
+                tenant=tenant.slug,
+                tenant_kind=tenant.kind,
+                key=key,
+            )
+        with _public():
+            hub_key = SigningKey.objects.get(owner=HUB_OWNER, is_active=True)
+            envelope = envelope_sign(kind=TransactionKind.IDENTITY, payload=payload, key=hub_key)
+        transaction_accept(envelope=envelope, submitted_by=HUB_OWNER)
+        block_seal(force=True)
+    return replica_sync(tenant=tenant, progress=progress)

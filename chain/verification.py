@@ -1,0 +1,190 @@
+"""Checking blocks: the same rules when a replica applies a block and when
+``verify_chain`` re-hashes a whole copy of the chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from chain.encoding import (
+    GENESIS_PREVIOUS_HASH,
+    EncodingError,
+    block_hash,
+    block_signing_bytes,
+    canonical_json,
+    transaction_hash,
+    transaction_signing_bytes,
+)
+from chain.keys import verify
+from chain.merkle import merkle_root
+from chain.models import Block, RegisteredKey, Transaction, TransactionKind
+
+
+class BlockInvalid(Exception):
+    def __init__(self, height: int, reason: str):
+        super().__init__(f"height {height}: {reason}")
+        self.height = height
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    public_key: str
+    owner_type: str
+    tenant_kind: str
+
+
+def identity_proof_bytes(*, subject: str, key_id: str) -> bytes:
+    """What a key's holder signs to prove possession when it is registered."""
+    return canonical_json({"proof_of_possession": {"subject": subject, "key_id": key_id}})
+
+
+@dataclass
+class ChainVerifier:
+    """Feed it blocks in height order; it raises ``BlockInvalid`` at the first bad one.
+
+    ``check_signatures`` covers the hub's block signatures and, with
+    ``check_transaction_signatures``, every author's signature (keys are learnt
+    from the ``identity`` transactions as they stream past, so a full run
+    trusts nothing but the genesis block).
+    """
+
+    expected_height: int = 0
+    previous_hash: str = GENESIS_PREVIOUS_HASH
+    check_signatures: bool = True
+    check_transaction_signatures: bool = True
+    keys: dict[str, KnownKey] = field(default_factory=dict)
+    hub_key: str | None = None
+    blocks_checked: int = 0
+    transactions_checked: int = 0
+
+    @classmethod
+    def resume(cls, *, height: int, previous_hash: str, **options) -> ChainVerifier:
+        """Continue after a verified prefix, with the keys that prefix registered."""
+        keys = {
+            key.key_id: KnownKey(key.public_key, key.owner_type, key.tenant_kind)
+            for key in RegisteredKey.objects.all()
+        }
+        hub = RegisteredKey.objects.filter(owner_type=RegisteredKey.OwnerType.HUB).first()
+        return cls(
+            expected_height=height + 1,
+            previous_hash=previous_hash,
+            keys=keys,
+            hub_key=hub.public_key if hub else None,
+            **options,
+        )
+
+    def check(self, block: Block, transactions: Sequence[Transaction]) -> None:
+        height = block.height
+        if height != self.expected_height:
+            if height > self.expected_height:
+                raise BlockInvalid(self.expected_height, f"block missing (next stored is {height})")
+            raise BlockInvalid(height, f"out of order (expected height {self.expected_height})")
+        if block.previous_hash != self.previous_hash:
+            raise BlockInvalid(height, "previous_hash does not match the hash of the block before")
+        if block.encoding_version != 1:
+            raise BlockInvalid(height, f"unknown encoding version {block.encoding_version}")
+        if len(transactions) != block.transaction_count:
+            raise BlockInvalid(
+                height,
+                f"holds {len(transactions)} transactions, header says {block.transaction_count}",
+            )
+        hashes = []
+        for position, item in enumerate(transactions):
+            if item.index != position:
+                raise BlockInvalid(height, f"transaction {position} is missing or out of order")
+            try:
+                recomputed = transaction_hash(**item.envelope())
+            except EncodingError as error:
+                raise BlockInvalid(height, f"transaction {position}: {error}") from None
+            if recomputed != item.hash:
+                raise BlockInvalid(height, f"transaction {position} does not match its hash")
+            self._check_transaction_signature(height, position, item)
+            hashes.append(item.hash)
+        if merkle_root(hashes) != block.merkle_root:
+            raise BlockInvalid(height, "Merkle root does not match the transactions")
+        header = block.header_fields()
+        if block_hash(hub_signature=block.hub_signature, **header) != block.hash:
+            raise BlockInvalid(height, "block hash does not match its contents")
+        if height == 0:
+            self._learn_genesis(transactions)
+        if self.check_signatures:
+            if self.hub_key is None:
+                raise BlockInvalid(height, "no hub key is known (genesis missing)")
+            if not verify(self.hub_key, block.hub_signature, block_signing_bytes(**header)):
+                raise BlockInvalid(height, "hub signature is not valid")
+        for item in transactions:
+            self._learn_keys(item, height)
+        self.expected_height = height + 1
+        self.previous_hash = block.hash
+        self.blocks_checked += 1
+        self.transactions_checked += len(transactions)
+
+    def _check_transaction_signature(self, height: int, position: int, item: Transaction) -> None:
+        if not (self.check_signatures and self.check_transaction_signatures):
+            return
+        if height == 0:
+            key = item.payload.get("public_key")  # the hub's self-signed registration
+        else:
+            known = self.keys.get(item.author)
+            key = known.public_key if known else None
+        if key is None:
+            raise BlockInvalid(height, f"transaction {position} is signed by an unknown key")
+        message = transaction_signing_bytes(
+            kind=item.kind, author=item.author, payload=item.payload, timestamp=item.timestamp
+        )
+        if not verify(key, item.signature, message):
+            raise BlockInvalid(height, f"transaction {position} has an invalid author signature")
+
+    def _learn_genesis(self, transactions: Sequence[Transaction]) -> None:
+        for item in transactions:
+            if item.kind == TransactionKind.IDENTITY and item.payload.get("subject_type") == "hub":
+                self.hub_key = item.payload["public_key"]
+
+    def _learn_keys(self, item: Transaction, height: int) -> None:
+        if item.kind != TransactionKind.IDENTITY:
+            return
+        payload = item.payload
+        if payload["action"] in ("register", "rotate"):
+            self.keys[payload["key_id"]] = KnownKey(
+                payload["public_key"], payload["subject_type"], payload["tenant_kind"]
+            )
+        if payload["action"] == "revoke":
+            self.keys.pop(payload["key_id"], None)
+
+
+def blocks_with_transactions(
+    *, after: int = -1, until: int | None = None, chunk: int = 1000
+) -> Iterator[tuple[Block, list[Transaction]]]:
+    """Stream the current schema's blocks in height order, ``chunk`` at a time,
+    so memory stays flat however long the chain grows."""
+    last = after
+    while True:
+        query = Block.objects.filter(height__gt=last).order_by("height")
+        if until is not None:
+            query = query.filter(height__lte=until)
+        blocks = list(query[:chunk])
+        if not blocks:
+            return
+        by_block: dict[int, list[Transaction]] = {block.pk: [] for block in blocks}
+        for item in Transaction.objects.filter(block_id__in=list(by_block)).order_by(
+            "block_id", "index"
+        ):
+            by_block[item.block_id].append(item)
+        for block in blocks:
+            yield block, by_block[block.pk]
+        last = blocks[-1].height
+
+
+def verify_stream(
+    verifier: ChainVerifier, stream: Iterable[tuple[Block, list[Transaction]]]
+) -> tuple[Block | None, BlockInvalid | None]:
+    """Run the verifier over a stream; return the last good block and the first failure."""
+    last_good = None
+    for block, transactions in stream:
+        try:
+            verifier.check(block, transactions)
+        except BlockInvalid as failure:
+            return last_good, failure
+        last_good = block
+    return last_good, None
