@@ -38,6 +38,18 @@ NAV_ITEMS: tuple[NavItem, ...] = (
         (Role.ADMIN, Role.DOCTOR),
     ),
     NavItem(
+        "Chain",
+        "chain:explorer",
+        "The ledger: blocks, their transactions and how this copy verified.",
+        tuple(Role.values),
+    ),
+    NavItem(
+        "Dashboard",
+        "hub:dashboard",
+        "Every tenant's replica: height, lag, delivery and verification.",
+        (Role.OPERATOR,),
+    ),
+    NavItem(
         "Tenants",
         "hub:tenants",
         "Hospitals and research organisations on this hub.",

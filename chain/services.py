@@ -480,8 +480,8 @@ def replica_sync(
     Strictly in height order and idempotent: blocks the replica already has are
     skipped, a gap is filled by pulling from the hub, and every block is verified
     before it is applied. Confirms the hub's outbox rows in the same database
-    transaction. Raises ``ReplicaError`` (nothing of that chunk applied) when a
-    block does not verify.
+    transaction. A block that does not verify is not applied (those before it
+    are) and ``ReplicaError`` names it.
     """
     applied = 0
     while True:
@@ -505,32 +505,39 @@ def replica_sync(
             else:
                 verifier = ChainVerifier(check_transaction_signatures=False)
             batch = _hub_blocks(after=state.height, until=target, limit=chunk)
+            if not batch:
+                raise ReplicaError(
+                    f"{tenant.slug}: the hub's head is {target} but it serves no block after "
+                    f"{state.height}; verify the hub's chain"
+                )
+            refused = None
+            applied_now = 0
             for source, transactions in batch:
                 try:
                     verifier.check(source, transactions)
                 except BlockInvalid as failure:
-                    raise ReplicaError(
-                        f"{tenant.slug}: block from the hub refused at height {failure.height}: "
-                        f"{failure.reason}"
-                    ) from None
+                    refused = failure
+                    break
                 block = _copy_block(source, transactions)
-                # Keep the verifier's view of keys in step with what was just applied.
+                applied_now += 1
                 state.height, state.head_hash = block.height, block.hash
-                events.append(
-                    {
-                        "type": "block",
-                        "tenant": tenant.slug,
-                        "height": block.height,
-                        "hash": block.hash,
-                    }
-                )
+                events.append({"type": "block", "tenant": tenant.slug, "height": block.height,
+                               "hash": block.hash})
+            # The blocks before a refused one verified: keep them.
             state.last_delivery_at = timezone.now()
             state.save(update_fields=["height", "head_hash", "last_delivery_at"])
-            applied += len(batch)
+            applied += applied_now
             height = state.height
             _outbox_confirm(tenant, height)
             schema = tenant.schema_name
-            transaction.on_commit(lambda events=events, schema=schema: _chain_event(schema, events))
+            transaction.on_commit(
+                lambda events=events, schema=schema: _chain_event(schema, events)
+            )
+        if refused is not None:
+            raise ReplicaError(
+                f"{tenant.slug}: block from the hub refused at height {refused.height}: "
+                f"{refused.reason}"
+            )
         if progress is not None:
             progress(height, target)
     return SyncResult(tenant=tenant.slug, applied=applied, height=height)
@@ -589,6 +596,8 @@ def replica_repair(*, tenant, progress: Callable[[int, int], None] | None = None
     with tenant_context(tenant), transaction.atomic():
         _lock(_replica_lock_key(tenant.schema_name))
         with connection.cursor() as cursor:
+            # Checks still pending in this transaction would block ALTER TABLE.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             # The append-only triggers need the table owner to lift, and only for
             # this transaction's lifetime.
             for table in ("chain_transaction", "chain_block"):

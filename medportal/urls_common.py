@@ -6,18 +6,23 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from accounts import views as account_views
 from accounts.apis import MeApi
+from chain.apis import ChainBlockDetailApi, ChainBlockListApi, ChainStatusApi
 from medportal.health import healthz
 
 api_v1 = [
     path("me", MeApi.as_view(), name="me"),
     # Exchange a username and password for an API token (lockout applies).
     path("auth/token", obtain_auth_token, name="token"),
+    path("chain/blocks", ChainBlockListApi.as_view(), name="chain-blocks"),
+    path("chain/blocks/<int:height>", ChainBlockDetailApi.as_view(), name="chain-block"),
+    path("chain/status", ChainStatusApi.as_view(), name="chain-status"),
 ]
 
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("healthz", healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
+    path("chain/", include("chain.urls")),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

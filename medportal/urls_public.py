@@ -2,11 +2,13 @@
 
 from django.urls import include, path
 
+from chain import views as chain_views
 from medportal.admin_sites import hub_admin_site
 from medportal.hub import views as hub_views
 from medportal.urls_common import urlpatterns as common_urlpatterns
 
 hub_patterns = [
+    path("", chain_views.dashboard, name="dashboard"),
     path("tenants/", hub_views.tenants, name="tenants"),
 ]
 
