@@ -125,7 +125,7 @@ class Outbox(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["created_at"],
+                fields=["tenant", "created_at"],
                 name="chain_outbox_open",
                 condition=models.Q(confirmed_at__isnull=True),
             ),

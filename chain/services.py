@@ -484,6 +484,15 @@ def replica_sync(
     are) and ``ReplicaError`` names it.
     """
     applied = 0
+    with tenant_context(tenant):
+        current = ChainState.objects.filter(id=1).values_list("height", flat=True).first()
+    with _public():
+        hub_height = ChainState.objects.get(id=1).height
+    if current is not None and current >= (hub_height if up_to is None else min(up_to, hub_height)):
+        # Nothing to apply (a redelivery, or a block an earlier task already
+        # brought): confirm and return without taking the replica's lock.
+        _outbox_confirm(tenant, current)
+        return SyncResult(tenant=tenant.slug, applied=0, height=current)
     while True:
         events: list[dict] = []
         with tenant_context(tenant), transaction.atomic():
@@ -521,8 +530,14 @@ def replica_sync(
                 block = _copy_block(source, transactions)
                 applied_now += 1
                 state.height, state.head_hash = block.height, block.hash
-                events.append({"type": "block", "tenant": tenant.slug, "height": block.height,
-                               "hash": block.hash})
+                events.append(
+                    {
+                        "type": "block",
+                        "tenant": tenant.slug,
+                        "height": block.height,
+                        "hash": block.hash,
+                    }
+                )
             # The blocks before a refused one verified: keep them.
             state.last_delivery_at = timezone.now()
             state.save(update_fields=["height", "head_hash", "last_delivery_at"])
@@ -530,9 +545,7 @@ def replica_sync(
             height = state.height
             _outbox_confirm(tenant, height)
             schema = tenant.schema_name
-            transaction.on_commit(
-                lambda events=events, schema=schema: _chain_event(schema, events)
-            )
+            transaction.on_commit(lambda events=events, schema=schema: _chain_event(schema, events))
         if refused is not None:
             raise ReplicaError(
                 f"{tenant.slug}: block from the hub refused at height {refused.height}: "

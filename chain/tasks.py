@@ -43,7 +43,9 @@ def deliver_block_task(self, outbox_id: int) -> None:
         logger.warning("outbox row %s is not for tenant %s", outbox_id, tenant.slug)
         return
     try:
-        replica_sync(tenant=tenant, up_to=row.block.height)
+        # Up to the hub's head, not just this row's block: one task catches up
+        # everything, and the tasks for the blocks it covered find nothing to do.
+        replica_sync(tenant=tenant)
     except ReplicaError as error:
         # A block that does not verify is never applied; the periodic verification
         # reports it and an operator repairs. Retrying would not change the block.

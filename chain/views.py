@@ -71,7 +71,7 @@ def block_detail(request, height: int):
         request,
         "chain/block.html",
         {
-            "block": block,
+            "chain_block": block,  # "block" is taken by the template engine
             "is_verified": block_is_verified(block, state),
             "transactions": transactions,
             "state": state,

@@ -9,6 +9,7 @@ committed, so that ordinary tests roll back on top of them and live tests
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -163,7 +164,13 @@ class LiveServer:
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        process.terminate()
+        try:
+            if os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, signal.SIGTERM)  # a worker's pool children too
+            else:
+                process.terminate()
+        except ProcessLookupError:
+            return
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -215,38 +222,51 @@ class LiveWorker:
     log: Path
 
 
-def start_worker(mail_dir: Path, log: Path) -> subprocess.Popen:
+def start_worker(
+    mail_dir: Path,
+    log: Path,
+    *,
+    beat_schedule: Path | None = None,
+    extra_environment: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """A real prefork worker on the test queue, in its own process group (so a
+    test can kill it whole), optionally with an embedded beat."""
     output = open(log, "ab")
+    arguments = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "medportal",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "2",
+        "--pool",
+        "prefork",
+        "-Q",
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        "--hostname",
+        f"pytest-{os.getpid()}-{time.monotonic_ns()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat_schedule is not None:
+        arguments += ["--beat", "--schedule", str(beat_schedule)]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "medportal",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "1",
-            "--pool",
-            "prefork",
-            "-Q",
-            settings.CELERY_TASK_DEFAULT_QUEUE,
-            "--hostname",
-            f"pytest-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        arguments,
         cwd=PROJECT_ROOT,
         env=child_environment(
             {
                 "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                 "EMAIL_FILE_PATH": str(mail_dir),
+                **(extra_environment or {}),
             }
         ),
         stdout=output,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -266,5 +286,6 @@ def live_worker(django_db_setup, tmp_path_factory) -> Iterator[LiveWorker]:
         return check_worker() == "ok"
 
     wait_for(ready, timeout=60, interval=0.5, what="the Celery worker")
-    yield LiveWorker(process=process, mail_dir=mail_dir, log=log)
-    _stop(process)
+    worker = LiveWorker(process=process, mail_dir=mail_dir, log=log)
+    yield worker
+    _stop(worker.process)  # a test may have replaced it (see test_delivery)

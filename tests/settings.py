@@ -15,3 +15,7 @@ os.environ.setdefault("MEDPORTAL_MASTER_KEY", "dGVzdC1vbmx5LW1hc3Rlci1rZXktMzItY
 os.environ.setdefault("DEMO_PASSWORD", "correct-horse-battery-9")
 
 from medportal.settings import *  # noqa: F403
+
+# Each run gets its own test database, so two runs on one machine (a developer
+# and CI, or two terminals) never drop each other's.
+DATABASES["default"]["TEST"] = {"NAME": f"test_medportal_{os.getpid()}"}  # noqa: F405

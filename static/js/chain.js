@@ -200,7 +200,7 @@
       if (event.type === "hello") {
         // Joined: from now on nothing is missed; pull what came before.
         delay = 1000;
-        showState("live", "Live: new blocks appear as they arrive.");
+        showState("live", "Live: changes appear as they happen.");
         refreshAll();
       } else if (event.type === "block") {
         refreshAll();

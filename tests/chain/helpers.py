@@ -29,8 +29,11 @@ def append_blocks(tenant, count: int, per_block: int = 1) -> list[int]:
 
 def counts(schema_name: str) -> tuple[int, int, int]:
     with schema_context(schema_name):
-        return (Block.objects.count(), Transaction.objects.count(),
-                PendingTransaction.objects.count())
+        return (
+            Block.objects.count(),
+            Transaction.objects.count(),
+            PendingTransaction.objects.count(),
+        )
 
 
 def raw_sql(schema_name: str, statement: str, params=()) -> None:

@@ -97,10 +97,20 @@ def test_an_unknown_key_is_refused(alpha):
     [
         ({"tenant": "alpha", "first_entry": 1, "last_entry": 1}, "'root' is a required property"),
         ({"tenant": "alpha", "first_entry": 1, "last_entry": 1, "root": "xyz"}, "root: 'xyz'"),
-        ({"tenant": "alpha", "first_entry": 1, "last_entry": 1, "root": "ab" * 32,
-          "patient_name": "Li Wei"}, "Additional properties are not allowed"),
-        ({"tenant": "alpha", "first_entry": 0, "last_entry": 1, "root": "ab" * 32},
-         "first_entry: 0 is less than the minimum of 1"),
+        (
+            {
+                "tenant": "alpha",
+                "first_entry": 1,
+                "last_entry": 1,
+                "root": "ab" * 32,
+                "patient_name": "Li Wei",
+            },
+            "Additional properties are not allowed",
+        ),
+        (
+            {"tenant": "alpha", "first_entry": 0, "last_entry": 1, "root": "ab" * 32},
+            "first_entry: 0 is less than the minimum of 1",
+        ),
     ],
 )
 def test_a_malformed_payload_is_refused(alpha, payload, reason):
@@ -113,10 +123,20 @@ def test_an_unknown_kind_is_refused(alpha):
 
 
 def test_a_research_organisation_may_not_author_data(northwind):
-    payload = {"patient": "p" * 16, "record": "r1", "origin": "northwind", "categories": ["labs"],
-               "levels": ["normal"], "ciphertexts": {"normal": "ab" * 32}, "author": "d" * 16}
-    assert_refused(envelope_for(northwind, payload, kind="data"), "northwind",
-                   "may not author 'data' transactions")
+    payload = {
+        "patient": "p" * 16,
+        "record": "r1",
+        "origin": "northwind",
+        "categories": ["labs"],
+        "levels": ["normal"],
+        "ciphertexts": {"normal": "ab" * 32},
+        "author": "d" * 16,
+    }
+    assert_refused(
+        envelope_for(northwind, payload, kind="data"),
+        "northwind",
+        "may not author 'data' transactions",
+    )
 
 
 def test_a_tenant_cannot_submit_another_tenants_transaction(alpha):
@@ -135,19 +155,27 @@ def test_only_the_hub_registers_tenants(alpha):
     with tenant_context(alpha):
         own = signing_key_ensure(owner="alpha")
         sneaky = signing_key_ensure(owner="sneaky")
-        payload = identity_payload(subject_type="tenant", subject="sneaky", tenant="alpha",
-                                   tenant_kind="hospital", key=sneaky)
+        payload = identity_payload(
+            subject_type="tenant",
+            subject="sneaky",
+            tenant="alpha",
+            tenant_kind="hospital",
+            key=sneaky,
+        )
         envelope = envelope_sign(kind="identity", payload=payload, key=own)
     assert_refused(envelope, "alpha", "only the hub registers tenants")
 
 
 @pytest.mark.parametrize("schema", ["public", "alpha"])
-@pytest.mark.parametrize("statement", [
-    "UPDATE chain_block SET proposer = 'mallory' WHERE height = 0",
-    "DELETE FROM chain_transaction",
-    "DELETE FROM chain_block WHERE height = 0",
-    "TRUNCATE chain_block CASCADE",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE chain_block SET proposer = 'mallory' WHERE height = 0",
+        "DELETE FROM chain_transaction",
+        "DELETE FROM chain_block WHERE height = 0",
+        "TRUNCATE chain_block CASCADE",
+    ],
+)
 def test_the_database_refuses_to_change_blocks(db, schema, statement):
     with schema_context(schema):
         before = (Block.objects.count(), Block.objects.get(height=0).proposer)
@@ -172,5 +200,6 @@ def test_private_keys_are_stored_encrypted_and_need_the_master_key(alpha, settin
     assert raw not in base64.b64decode(key.sealed_private_key)
     settings.MEDPORTAL_MASTER_KEY = base64.b64encode(b"another-master-key-of-32-bytes!!").decode()
     with pytest.raises(KeyUnavailable):
-        open_private_key(sealed=key.sealed_private_key, owner="alpha", key_id=key.key_id,
-                         version=key.key_version)
+        open_private_key(
+            sealed=key.sealed_private_key, owner="alpha", key_id=key.key_id, version=key.key_version
+        )

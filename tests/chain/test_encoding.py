@@ -30,12 +30,19 @@ SIGNATURE = (
 TRANSACTION_HASH = "9df935c6453cdcf94864b6b65848d32b637932ed176c74f32f7d0024bc7212bf"
 MERKLE_ROOT = "77611a266d960ffcd1dface7bb578026df7820e2e89288679acafa2e211887ff"
 HEADER = {
-    "height": 1, "previous_hash": "11" * 32, "created_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
-    "proposer": "hub", "merkle_root": MERKLE_ROOT, "transaction_count": 1,
+    "height": 1,
+    "previous_hash": "11" * 32,
+    "created_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+    "proposer": "hub",
+    "merkle_root": MERKLE_ROOT,
+    "transaction_count": 1,
 }
 HEADER_BYTES = (
-    '{"created_at":"2026-01-02T03:04:06.000000Z","height":1,"merkle_root":"' + MERKLE_ROOT
-    + '","previous_hash":"' + "11" * 32 + '","proposer":"hub","transaction_count":1,"v":1}'
+    '{"created_at":"2026-01-02T03:04:06.000000Z","height":1,"merkle_root":"'
+    + MERKLE_ROOT
+    + '","previous_hash":"'
+    + "11" * 32
+    + '","proposer":"hub","transaction_count":1,"v":1}'
 )
 BLOCK_SIGNATURE = (
     "dv7FHQ50bmM1Oq25muT8b9CNOE82GnXT74ctAlhLex1c1uI6gxhpRUqITMktkwvgTQOi/04bsfG+sy/QVtv+Dg=="
@@ -62,9 +69,12 @@ def test_transaction_signature_and_hash_known_answers():
     )
     assert keys.sign(PRIVATE, body) == SIGNATURE  # Ed25519 is deterministic
     assert keys.verify(PUBLIC, SIGNATURE, body)
-    assert encoding.transaction_hash(
-        kind="anchor", author=KEY_ID, payload=PAYLOAD, timestamp=TIMESTAMP, signature=SIGNATURE
-    ) == TRANSACTION_HASH
+    assert (
+        encoding.transaction_hash(
+            kind="anchor", author=KEY_ID, payload=PAYLOAD, timestamp=TIMESTAMP, signature=SIGNATURE
+        )
+        == TRANSACTION_HASH
+    )
 
 
 def test_block_known_answers():
@@ -93,4 +103,4 @@ def test_values_without_a_canonical_form_are_refused(value):
 
 def test_naive_times_are_refused():
     with pytest.raises(encoding.EncodingError):
-        encoding.format_time(datetime(2026, 1, 1))  # noqa: DTZ001
+        encoding.format_time(datetime(2026, 1, 1))
