@@ -51,7 +51,7 @@ test: install browser lint
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
 manage: install
-	$(PY) -m medportal.devstack exec -- $(PY) manage.py $(ARGS)
+	$(PY) -m medportal.devstack exec --demo-secrets -- $(PY) manage.py $(ARGS)
 
 lock: install
 	$(PY) -m pip install --quiet -r requirements.in

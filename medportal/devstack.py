@@ -948,11 +948,21 @@ def _connect_host(host: str) -> str:
     return host
 
 
-def cmd_exec(argv: Sequence[str], prefer_local: bool) -> int:
+def demo_secrets_apply(env: dict[str, str] | os._Environ) -> None:
+    """The demo's SECRET_KEY and MEDPORTAL_MASTER_KEY (kept in var/), unless set."""
+    if not env.get("SECRET_KEY"):
+        env["SECRET_KEY"] = demo_secret(var_dir(), "secret-key")
+    if not env.get("MEDPORTAL_MASTER_KEY"):
+        env["MEDPORTAL_MASTER_KEY"] = demo_secret(var_dir(), "master-key")
+
+
+def cmd_exec(argv: Sequence[str], prefer_local: bool, demo_secrets: bool = False) -> int:
     """``exec``: run one command against resolved services, then stop what we started."""
     if not argv:
         log("exec needs a command: devstack exec [--prefer-local] -- CMD [ARGS...]")
         return 2
+    if demo_secrets:
+        demo_secrets_apply(os.environ)
     services = start_services_shielded(prefer_local)
     try:
         log(services.describe())
@@ -996,10 +1006,7 @@ def cmd_run() -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The demo runs with DEBUG off, like production, so its error pages are the
     # real ones; it gets a random SECRET_KEY kept in var/ (sessions survive restarts).
-    if not env.get("SECRET_KEY"):
-        env["SECRET_KEY"] = demo_secret(var_dir(), "secret-key")
-    if not env.get("MEDPORTAL_MASTER_KEY"):
-        env["MEDPORTAL_MASTER_KEY"] = demo_secret(var_dir(), "master-key")
+    demo_secrets_apply(env)
     sup = Supervisor(env=env, cwd=ROOT)
     sup.install_signal_handlers()
     try:
@@ -1034,6 +1041,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_exec = sub.add_parser("exec", help="run CMD with DATABASE_URL/REDIS_URL set")
     p_exec.add_argument("--prefer-local", action="store_true", help="use 127.0.0.1 servers")
+    p_exec.add_argument(
+        "--demo-secrets",
+        action="store_true",
+        help="use the demo's SECRET_KEY and MEDPORTAL_MASTER_KEY from var/",
+    )
     p_exec.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     sub.add_parser("run", help="the development stack (make run)")
     p_env = sub.add_parser("env", help="print the URLs that would be used")
@@ -1048,7 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = list(args.cmd)
             if cmd and cmd[0] == "--":
                 cmd = cmd[1:]
-            return cmd_exec(cmd, args.prefer_local)
+            return cmd_exec(cmd, args.prefer_local, args.demo_secrets)
         if args.command == "env":
             return cmd_env(args.prefer_local)
         return cmd_run()

@@ -34,21 +34,27 @@ def test_out_of_order_delivery_pulls_the_gap_and_the_late_one_changes_nothing(be
     start = replica_height("beta")
     # The task for the last block arrives first: the missing ones are pulled.
     with schema_context("public"):
-        rows = {row.block.height: row.pk for row in Outbox.objects.filter(
-            tenant=beta, block__height__in=heights).select_related("block")}
+        rows = {
+            row.block.height: row.pk
+            for row in Outbox.objects.filter(tenant=beta, block__height__in=heights).select_related(
+                "block"
+            )
+        }
     with tenant_context(beta):
         deliver_block_task.apply(args=[rows[heights[-1]]]).get()
     assert replica_height("beta") == heights[-1] > start
     with schema_context("beta"):
         assert list(Block.objects.filter(height__gt=start).values_list("height", flat=True)) == (
-            list(range(start + 1, heights[-1] + 1)))
+            list(range(start + 1, heights[-1] + 1))
+        )
     before = counts("beta")
     with tenant_context(beta):
         deliver_block_task.apply(args=[rows[heights[0]]]).get()
     assert counts("beta") == before
     with schema_context("public"):
-        assert not Outbox.objects.filter(tenant=beta, block__height__lte=heights[-1],
-                                         confirmed_at__isnull=True).exists()
+        assert not Outbox.objects.filter(
+            tenant=beta, block__height__lte=heights[-1], confirmed_at__isnull=True
+        ).exists()
 
 
 def test_a_delivery_task_for_another_tenants_row_does_nothing(alpha, beta):
@@ -68,8 +74,16 @@ def test_chain_status_json_lists_every_tenant_with_lag(alpha, beta):
     call_command("chain_status", "--json", stdout=output)
     rows = {row["slug"]: row for row in json.loads(output.getvalue())}
     hub = rows["hub"]
-    assert set(hub) == {"slug", "kind", "height", "head_hash", "behind", "last_delivery_at",
-                        "last_verified_at", "last_verification"}
+    assert set(hub) == {
+        "slug",
+        "kind",
+        "height",
+        "head_hash",
+        "behind",
+        "last_delivery_at",
+        "last_verified_at",
+        "last_verification",
+    }
     assert (rows["alpha"]["height"], rows["alpha"]["behind"]) == (hub["height"], 0)
     assert rows["alpha"]["head_hash"] == hub["head_hash"]
     assert rows["beta"]["behind"] == hub["height"] - rows["beta"]["height"] > 0
