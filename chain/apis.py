@@ -7,7 +7,6 @@ no patient data.
 
 from __future__ import annotations
 
-from django_tenants.utils import get_public_schema_name, schema_context
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -23,6 +22,7 @@ from chain.selectors import (
     block_list,
     chain_state,
     chain_status,
+    hub_height,
 )
 
 ANY_ROLE = HasRole.of(*Role.values)
@@ -133,11 +133,5 @@ class ChainStatusApi(APIView):
     def get(self, request):
         tenant = request.tenant
         replicas = chain_status(only=None if tenant.is_hub else tenant.slug)
-        data = {"hub_height": _hub_height(), "replicas": replicas}
+        data = {"hub_height": hub_height(), "replicas": replicas}
         return Response(self.OutputSerializer(data).data)
-
-
-def _hub_height() -> int:
-    # chain.selectors has no public reader for the hub's height from a tenant host.
-    with schema_context(get_public_schema_name()):
-        return chain_state().height

@@ -51,22 +51,18 @@ class Block(models.Model):
         }
 
 
-class Transaction(models.Model):
-    block = models.ForeignKey(Block, on_delete=models.PROTECT, related_name="transactions")
-    index = models.PositiveIntegerField()
+class SignedTransaction(models.Model):
+    """What an author signs, and the resulting hash (see chain.encoding)."""
+
     kind = models.CharField(max_length=16, choices=TransactionKind.choices)
     author = models.CharField(max_length=64)
     payload = models.JSONField()
     timestamp = models.DateTimeField()
     signature = models.CharField(max_length=128)
     hash = models.CharField(max_length=64, unique=True)
-    encoding_version = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
-        ordering = ["block_id", "index"]
-        constraints = [
-            models.UniqueConstraint(fields=["block", "index"], name="chain_transaction_position"),
-        ]
+        abstract = True
 
     def __str__(self) -> str:
         return f"{self.kind} {self.hash[:12]}"
@@ -81,32 +77,26 @@ class Transaction(models.Model):
         }
 
 
-class PendingTransaction(models.Model):
+class Transaction(SignedTransaction):
+    block = models.ForeignKey(Block, on_delete=models.PROTECT, related_name="transactions")
+    index = models.PositiveIntegerField()
+    encoding_version = models.PositiveSmallIntegerField(default=1)
+
+    class Meta:
+        ordering = ["block_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["block", "index"], name="chain_transaction_position"),
+        ]
+
+
+class PendingTransaction(SignedTransaction):
     """Accepted by the hub, waiting to be sealed into a block (hub only)."""
 
-    kind = models.CharField(max_length=16, choices=TransactionKind.choices)
-    author = models.CharField(max_length=64)
-    payload = models.JSONField()
-    timestamp = models.DateTimeField()
-    signature = models.CharField(max_length=128)
-    hash = models.CharField(max_length=64, unique=True)
     submitted_by = models.CharField(max_length=64)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["id"]
-
-    def __str__(self) -> str:
-        return f"pending {self.kind} {self.hash[:12]}"
-
-    def envelope(self) -> dict:
-        return {
-            "kind": self.kind,
-            "author": self.author,
-            "payload": self.payload,
-            "timestamp": self.timestamp,
-            "signature": self.signature,
-        }
 
 
 class Outbox(models.Model):

@@ -20,6 +20,12 @@ def chain_state() -> ChainState:
     return ChainState.objects.filter(id=1).first() or ChainState(id=1)
 
 
+def hub_height() -> int:
+    """The height of the hub's canonical chain, from any schema."""
+    with schema_context(get_public_schema_name()):
+        return chain_state().height
+
+
 def block_list(
     *, after: int | None = None, before: int | None = None, limit: int = 50
 ) -> QuerySet[Block]:

@@ -422,30 +422,36 @@ def outbox_sweep(*, older_than: timedelta | None = None) -> int:
     return outbox_dispatch(outbox_ids=ids)
 
 
+_BLOCK_COPY_FIELDS = (
+    "height",
+    "previous_hash",
+    "created_at",
+    "proposer",
+    "merkle_root",
+    "transaction_count",
+    "hub_signature",
+    "hash",
+    "encoding_version",
+)
+_TRANSACTION_COPY_FIELDS = (
+    "index",
+    "kind",
+    "author",
+    "payload",
+    "timestamp",
+    "signature",
+    "hash",
+    "encoding_version",
+)
+
+
 def _copy_block(source: Block, transactions: Sequence[Transaction]) -> Block:
-    block = Block.objects.create(
-        height=source.height,
-        previous_hash=source.previous_hash,
-        created_at=source.created_at,
-        proposer=source.proposer,
-        merkle_root=source.merkle_root,
-        transaction_count=source.transaction_count,
-        hub_signature=source.hub_signature,
-        hash=source.hash,
-        encoding_version=source.encoding_version,
-    )
+    """Write a (verified) block of the hub's into the current schema's replica."""
+    block = Block.objects.create(**{name: getattr(source, name) for name in _BLOCK_COPY_FIELDS})
     rows = Transaction.objects.bulk_create(
         [
             Transaction(
-                block=block,
-                index=item.index,
-                kind=item.kind,
-                author=item.author,
-                payload=item.payload,
-                timestamp=item.timestamp,
-                signature=item.signature,
-                hash=item.hash,
-                encoding_version=item.encoding_version,
+                block=block, **{name: getattr(item, name) for name in _TRANSACTION_COPY_FIELDS}
             )
             for item in transactions
         ]
