@@ -188,6 +188,18 @@ CHAIN_MAX_BLOCK_WAIT_MS = env_int("CHAIN_MAX_BLOCK_WAIT_MS", 200)
 # An outbox row not confirmed this long after it was sent is sent again.
 CHAIN_REDELIVERY_SECONDS = env_int("CHAIN_REDELIVERY_SECONDS", 30)
 
+# --- Records (encryption at rest) ----------------------------------------------------
+
+# Key-encryption keys come from a key provider; the default derives them from
+# MEDPORTAL_MASTER_KEY. Rotation: raise the version, re-wrap, then retire the old one.
+MEDPORTAL_KEY_PROVIDER = env_str("MEDPORTAL_KEY_PROVIDER", "records.crypto.MasterKeyProvider")
+MEDPORTAL_KEK_VERSION = env_int("MEDPORTAL_KEK_VERSION", 1)
+MEDPORTAL_KEK_RETIRED_VERSIONS = [
+    int(version) for version in env_list("MEDPORTAL_KEK_RETIRED_VERSIONS", [])
+]
+# Content-addressed ciphertext store (files named by their SHA-256).
+MEDPORTAL_BLOB_ROOT = env_str("MEDPORTAL_BLOB_ROOT", str(BASE_DIR / "var" / "blobs"))
+
 # --- Authentication -------------------------------------------------------------
 
 AUTH_USER_MODEL = "accounts.User"
