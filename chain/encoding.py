@@ -21,23 +21,27 @@ class EncodingError(ValueError):
     """A value cannot be encoded canonically (a float, a naive time, a bad type)."""
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def _check(value: Any, path: str = "$") -> None:
     # Floats have no single canonical text form; payloads carry decimals as strings.
-    if value is None or isinstance(value, (bool, str)):
-        return
-    if isinstance(value, int):
+    if type(value) in _SCALARS:
         return
     if isinstance(value, float):
         raise EncodingError(f"{path}: floats are not allowed; encode the number as a string")
+    if isinstance(value, (str, int)):  # subclasses, e.g. TextChoices members
+        return
     if isinstance(value, list):
         for index, item in enumerate(value):
             _check(item, f"{path}[{index}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise EncodingError(f"{path}: object keys must be strings")
-            _check(item, f"{path}.{key}")
+            if type(item) not in _SCALARS:
+                _check(item, f"{path}.{key}")
         return
     raise EncodingError(f"{path}: {type(value).__name__} cannot be encoded")
 

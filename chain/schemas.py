@@ -136,6 +136,8 @@ def payload_errors(kind: str, payload: object) -> list[str]:
     validator = _VALIDATORS.get(kind)
     if validator is None:
         return [f"unknown transaction kind {kind!r}"]
+    if validator.is_valid(payload):  # the common case, several times faster
+        return []
     errors = sorted(validator.iter_errors(payload), key=lambda error: list(error.path))
     return [
         f"{'/'.join(str(part) for part in error.path) or 'payload'}: {error.message}"

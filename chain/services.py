@@ -196,83 +196,156 @@ def _check_identity(envelope: Envelope, author: RegisteredKey) -> None:
             raise TransactionRejected("identity: this key is already registered")
 
 
+def _check_envelope(envelope: Envelope, author: RegisteredKey | None, submitted_by: str) -> str:
+    """Every rule but uniqueness; returns the transaction's hash."""
+    if envelope.kind not in TransactionKind.values:
+        raise TransactionRejected(f"unknown transaction kind {envelope.kind!r}")
+    errors = payload_errors(envelope.kind, envelope.payload)
+    if errors:
+        raise TransactionRejected("malformed payload: " + "; ".join(errors))
+    if author is None:
+        raise TransactionRejected(f"unknown or revoked author key {envelope.author!r}")
+    allowed = AUTHOR_KINDS.get((author.owner_type, author.tenant_kind), frozenset())
+    if envelope.kind not in allowed:
+        raise TransactionRejected(
+            f"a {author.owner_type} key may not author {envelope.kind!r} transactions"
+        )
+    if submitted_by != author.tenant:
+        raise TransactionRejected("the author's key does not belong to the submitting tenant")
+    try:
+        message = transaction_signing_bytes(
+            kind=envelope.kind,
+            author=envelope.author,
+            payload=envelope.payload,
+            timestamp=envelope.timestamp,
+        )
+    except EncodingError as error:
+        raise TransactionRejected(f"malformed payload: {error}") from None
+    if not keyring.verify(author.public_key, envelope.signature, message):
+        raise TransactionRejected("the signature does not match the transaction")
+    if envelope.kind == TransactionKind.IDENTITY:
+        _check_identity(envelope, author)
+    return envelope.hash
+
+
 @transaction.atomic
-def transaction_accept(*, envelope: Envelope, submitted_by: str) -> PendingTransaction:
+def transactions_accept(
+    *, envelopes: Sequence[Envelope], submitted_by: str
+) -> list[PendingTransaction]:
     """The hub's gate: kind, payload schema, registered author, authority, signature.
 
-    Runs in the public schema. Raises ``TransactionRejected`` with the reason;
-    nothing is stored then.
+    All or nothing: one bad envelope refuses the batch with ``TransactionRejected``
+    (its position and the reason) and nothing is stored. Runs in the public schema.
     """
     with _public():
-        if envelope.kind not in TransactionKind.values:
-            raise TransactionRejected(f"unknown transaction kind {envelope.kind!r}")
-        errors = payload_errors(envelope.kind, envelope.payload)
-        if errors:
-            raise TransactionRejected("malformed payload: " + "; ".join(errors))
-        author = RegisteredKey.objects.filter(
-            key_id=envelope.author, revoked_height__isnull=True
-        ).first()
-        if author is None:
-            raise TransactionRejected(f"unknown or revoked author key {envelope.author!r}")
-        allowed = AUTHOR_KINDS.get((author.owner_type, author.tenant_kind), frozenset())
-        if envelope.kind not in allowed:
-            raise TransactionRejected(
-                f"a {author.owner_type} key may not author {envelope.kind!r} transactions"
+        authors = {
+            key.key_id: key
+            for key in RegisteredKey.objects.filter(
+                key_id__in={envelope.author for envelope in envelopes},
+                revoked_height__isnull=True,
             )
-        if submitted_by != author.tenant:
-            raise TransactionRejected("the author's key does not belong to the submitting tenant")
-        try:
-            message = transaction_signing_bytes(
-                kind=envelope.kind,
-                author=envelope.author,
-                payload=envelope.payload,
-                timestamp=envelope.timestamp,
+        }
+        rows = []
+        for position, envelope in enumerate(envelopes):
+            try:
+                digest = _check_envelope(envelope, authors.get(envelope.author), submitted_by)
+            except TransactionRejected as error:
+                prefix = f"transaction {position}: " if len(envelopes) > 1 else ""
+                raise TransactionRejected(prefix + str(error)) from None
+            rows.append(
+                PendingTransaction(**envelope.fields(), hash=digest, submitted_by=submitted_by)
             )
-        except EncodingError as error:
-            raise TransactionRejected(f"malformed payload: {error}") from None
-        if not keyring.verify(author.public_key, envelope.signature, message):
-            raise TransactionRejected("the signature does not match the transaction")
-        if envelope.kind == TransactionKind.IDENTITY:
-            _check_identity(envelope, author)
+        hashes = [row.hash for row in rows]
+        duplicate = (
+            len(set(hashes)) != len(hashes)
+            or PendingTransaction.objects.filter(hash__in=hashes).exists()
+            or Transaction.objects.filter(hash__in=hashes).exists()
+        )
+        if duplicate:
+            raise TransactionRejected("this transaction was already submitted")
         try:
             with transaction.atomic():
-                pending = PendingTransaction.objects.create(
-                    **envelope.fields(), hash=envelope.hash, submitted_by=submitted_by
-                )
-        except IntegrityError:
+                pending = PendingTransaction.objects.bulk_create(rows)
+        except IntegrityError:  # the same envelope, submitted at the same moment
             raise TransactionRejected("this transaction was already submitted") from None
-    transaction.on_commit(_schedule_seal)
+    accepted = len(pending)
+    transaction.on_commit(lambda: _schedule_seal(accepted))
     return pending
+
+
+def transaction_accept(*, envelope: Envelope, submitted_by: str) -> PendingTransaction:
+    return transactions_accept(envelopes=[envelope], submitted_by=submitted_by)[0]
+
+
+def transactions_submit(*, tenant, items: Sequence[tuple[str, dict]]) -> list[PendingTransaction]:
+    """Sign ``(kind, payload)`` items with ``tenant``'s key and submit them as one batch."""
+    with tenant_context(tenant):
+        key = signing_key_ensure(owner=tenant.slug)
+        private = signing_key_private(key)
+        envelopes = [
+            envelope_sign(kind=kind, payload=payload, key=key, private=private)
+            for kind, payload in items
+        ]
+    return transactions_accept(envelopes=envelopes, submitted_by=tenant.slug)
 
 
 def transaction_submit(*, tenant, kind: str, payload: dict) -> PendingTransaction:
     """Sign with ``tenant``'s key (in its schema) and submit to the hub."""
-    with tenant_context(tenant):
-        key = signing_key_ensure(owner=tenant.slug)
-        envelope = envelope_sign(kind=kind, payload=payload, key=key)
-    return transaction_accept(envelope=envelope, submitted_by=tenant.slug)
+    return transactions_submit(tenant=tenant, items=[(kind, payload)])[0]
 
 
-def _schedule_seal() -> None:
+SEAL_SCHEDULED_KEY = "medportal:chain:seal-scheduled"
+
+
+def _schedule_seal(accepted: int) -> None:
+    """Ask a worker to seal: at once for a full block, else when the wait is over.
+    One scheduled seal covers every submission inside the wait (a Redis key
+    debounces them); the seal task reschedules itself while anything waits."""
     from chain.tasks import block_seal_task
+    from medportal.health import redis_client
 
-    with _public():
-        waiting = PendingTransaction.objects.count()
-    if waiting >= settings.CHAIN_MAX_TRANSACTIONS_PER_BLOCK:
-        block_seal_task.apply_async(headers={"_schema_name": get_public_schema_name()})
-    else:
-        block_seal_task.apply_async(
-            countdown=settings.CHAIN_MAX_BLOCK_WAIT_MS / 1000,
-            headers={"_schema_name": get_public_schema_name()},
-        )
+    headers = {"_schema_name": get_public_schema_name()}
+    if accepted >= settings.CHAIN_MAX_TRANSACTIONS_PER_BLOCK:
+        block_seal_task.apply_async(headers=headers)
+        return
+    wait_ms = max(1, settings.CHAIN_MAX_BLOCK_WAIT_MS)
+    try:
+        first = redis_client().set(SEAL_SCHEDULED_KEY, "1", nx=True, px=wait_ms)
+    except Exception:  # noqa: BLE001  (no debounce without Redis; the beat backstop remains)
+        first = True
+    if first:
+        block_seal_task.apply_async(countdown=wait_ms / 1000, headers=headers)
 
 
 # --- Sealing blocks on the hub ------------------------------------------------------
 
 
 def _chain_state_for_update() -> ChainState:
-    ChainState.objects.get_or_create(id=1)
-    return ChainState.objects.select_for_update().get(id=1)
+    state = ChainState.objects.select_for_update().filter(id=1).first()
+    if state is None:
+        ChainState.objects.get_or_create(id=1)
+        state = ChainState.objects.select_for_update().get(id=1)
+    return state
+
+
+@dataclass
+class _SealContext:
+    """What every block of one sealing run needs, read once."""
+
+    hub_key: SigningKey
+    hub_private: Ed25519PrivateKey
+    member_ids: list[int]
+
+    @classmethod
+    def load(cls) -> _SealContext:
+        from medportal.tenants.selectors import tenant_list_members
+
+        hub_key = SigningKey.objects.get(owner=HUB_OWNER, is_active=True)
+        return cls(
+            hub_key=hub_key,
+            hub_private=signing_key_private(hub_key),
+            member_ids=list(tenant_list_members().values_list("id", flat=True)),
+        )
 
 
 def _registered_keys_apply(transactions: Sequence[Transaction], height: int) -> None:
@@ -299,14 +372,12 @@ def _registered_keys_apply(transactions: Sequence[Transaction], height: int) -> 
             )
 
 
-def _append(items: Sequence[PendingTransaction]) -> Block:
+def _append(items: Sequence[PendingTransaction], context: _SealContext | None = None) -> Block:
     """Append one block holding ``items``; the caller holds the seal lock."""
-    from medportal.tenants.selectors import tenant_list_members
-
+    context = context or _SealContext.load()
     state = _chain_state_for_update()
     height = state.height + 1
     previous = state.head_hash if height > 0 else GENESIS_PREVIOUS_HASH
-    hub_key = SigningKey.objects.get(owner=HUB_OWNER, is_active=True)
     header = {
         "height": height,
         "previous_hash": previous,
@@ -315,7 +386,7 @@ def _append(items: Sequence[PendingTransaction]) -> Block:
         "merkle_root": merkle_root([item.hash for item in items]),
         "transaction_count": len(items),
     }
-    signature = keyring.sign(signing_key_private(hub_key), block_signing_bytes(**header))
+    signature = keyring.sign(context.hub_private, block_signing_bytes(**header))
     block = Block.objects.create(
         **header, hub_signature=signature, hash=block_hash(hub_signature=signature, **header)
     )
@@ -330,13 +401,25 @@ def _append(items: Sequence[PendingTransaction]) -> Block:
     state.height, state.head_hash = height, block.hash
     state.save(update_fields=["height", "head_hash"])
     outbox = Outbox.objects.bulk_create(
-        [Outbox(block=block, tenant=tenant) for tenant in tenant_list_members()]
+        [Outbox(block=block, tenant_id=tenant_id) for tenant_id in context.member_ids]
     )
-    outbox_ids = [row.pk for row in outbox]
-    event = {"type": "block", "tenant": HUB_OWNER, "height": height, "hash": block.hash}
-    transaction.on_commit(lambda: outbox_dispatch(outbox_ids=outbox_ids))
-    transaction.on_commit(lambda: _chain_event(get_public_schema_name(), [event]))
+    block.outbox_ids = [row.pk for row in outbox]
     return block
+
+
+def _announce(blocks: Sequence[Block]) -> None:
+    """After the commit: deliver and tell the pages. One delivery task per tenant,
+    for the newest block only (delivering it brings every block before it; the
+    outbox rows of the others are confirmed on the way, or re-sent by the sweep)."""
+    if not blocks:
+        return
+    outbox_ids = blocks[-1].outbox_ids
+    events = [
+        {"type": "block", "tenant": HUB_OWNER, "height": block.height, "hash": block.hash}
+        for block in blocks
+    ]
+    transaction.on_commit(lambda: outbox_dispatch(outbox_ids=outbox_ids))
+    transaction.on_commit(lambda: _chain_event(get_public_schema_name(), events))
 
 
 def hub_genesis_ensure() -> Block:
@@ -352,7 +435,9 @@ def hub_genesis_ensure() -> Block:
         )
         envelope = envelope_sign(kind=TransactionKind.IDENTITY, payload=payload, key=key)
         item = PendingTransaction(**envelope.fields(), hash=envelope.hash, submitted_by=HUB_OWNER)
-        return _append([item])
+        genesis = _append([item])
+        _announce([genesis])
+        return genesis
 
 
 def block_seal(*, force: bool = False) -> list[int]:
@@ -363,8 +448,10 @@ def block_seal(*, force: bool = False) -> list[int]:
     """
     limit = settings.CHAIN_MAX_TRANSACTIONS_PER_BLOCK
     max_wait = timedelta(milliseconds=settings.CHAIN_MAX_BLOCK_WAIT_MS)
-    heights: list[int] = []
+    sealed: list[Block] = []
+    context = None
     while True:
+        # One database transaction per block keeps each commit small.
         with _public(), transaction.atomic():
             _lock(SEAL_LOCK)
             items = list(PendingTransaction.objects.order_by("id")[:limit])
@@ -373,8 +460,11 @@ def block_seal(*, force: bool = False) -> list[int]:
             if len(items) < limit and not force:
                 if timezone.now() - items[0].received_at < max_wait:
                     break
-            heights.append(_append(items).height)
-    return heights
+            # Members and the hub's key are read once per run, inside the lock.
+            context = context or _SealContext.load()
+            sealed.append(_append(items, context))
+    _announce(sealed)
+    return [block.height for block in sealed]
 
 
 def block_seal_due_in() -> float | None:
@@ -445,19 +535,28 @@ _TRANSACTION_COPY_FIELDS = (
 )
 
 
-def _copy_block(source: Block, transactions: Sequence[Transaction]) -> Block:
-    """Write a (verified) block of the hub's into the current schema's replica."""
-    block = Block.objects.create(**{name: getattr(source, name) for name in _BLOCK_COPY_FIELDS})
-    rows = Transaction.objects.bulk_create(
+def _copy_blocks(verified: Sequence[tuple]) -> None:
+    """Write verified blocks of the hub's into the current schema's replica, in bulk."""
+    blocks = Block.objects.bulk_create(
+        [
+            Block(**{name: getattr(source, name) for name in _BLOCK_COPY_FIELDS})
+            for source, _ in verified
+        ]
+    )
+    Transaction.objects.bulk_create(
         [
             Transaction(
                 block=block, **{name: getattr(item, name) for name in _TRANSACTION_COPY_FIELDS}
             )
+            for block, (_, transactions) in zip(blocks, verified, strict=True)
             for item in transactions
-        ]
+        ],
+        batch_size=2000,
     )
-    _registered_keys_apply(rows, block.height)
-    return block
+    for block, (_, transactions) in zip(blocks, verified, strict=True):
+        identities = [item for item in transactions if item.kind == TransactionKind.IDENTITY]
+        if identities:
+            _registered_keys_apply(identities, block.height)
 
 
 def _hub_blocks(*, after: int, until: int, limit: int) -> list[tuple[Block, list[Transaction]]]:
@@ -526,24 +625,27 @@ def replica_sync(
                     f"{state.height}; verify the hub's chain"
                 )
             refused = None
-            applied_now = 0
+            verified = []
             for source, transactions in batch:
                 try:
                     verifier.check(source, transactions)
                 except BlockInvalid as failure:
                     refused = failure
                     break
-                block = _copy_block(source, transactions)
-                applied_now += 1
-                state.height, state.head_hash = block.height, block.hash
-                events.append(
+                verified.append((source, transactions))
+            applied_now = len(verified)
+            if verified:
+                _copy_blocks(verified)
+                state.height, state.head_hash = verified[-1][0].height, verified[-1][0].hash
+                events = [
                     {
                         "type": "block",
                         "tenant": tenant.slug,
-                        "height": block.height,
-                        "hash": block.hash,
+                        "height": source.height,
+                        "hash": source.hash,
                     }
-                )
+                    for source, _ in verified
+                ]
             # The blocks before a refused one verified: keep them.
             state.last_delivery_at = timezone.now()
             state.save(update_fields=["height", "head_hash", "last_delivery_at"])
@@ -572,23 +674,21 @@ def _outbox_confirm(tenant, height: int) -> None:
 def _chain_event(schema_name: str, events: list[dict]) -> None:
     """Tell open explorer pages (that schema's) and the hub dashboard. Long
     catch-ups send only their newest block; pages pull what they missed."""
-    from medportal.realtime import group_send
+    from medportal.realtime import group_send_many
 
     if not events:
         return
     shown = events if len(events) <= 20 else events[-1:]
+    last = events[-1]
+    dashboard = {
+        "type": "replica",
+        "tenant": last["tenant"],
+        "height": last["height"],
+        "hash": last["hash"],
+    }
     try:
-        for event in shown:
-            group_send(f"chain.{schema_name}", event)
-        last = events[-1]
-        group_send(
-            "chain.dashboard",
-            {
-                "type": "replica",
-                "tenant": last["tenant"],
-                "height": last["height"],
-                "hash": last["hash"],
-            },
+        group_send_many(
+            [(f"chain.{schema_name}", event) for event in shown] + [("chain.dashboard", dashboard)]
         )
     except Exception as error:  # noqa: BLE001  (a push is best effort; pages pull)
         logger.warning("chain event not pushed: %s", type(error).__name__)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
 
 from chain.encoding import (
     GENESIS_PREVIOUS_HASH,
@@ -74,7 +76,7 @@ class ChainVerifier:
             **options,
         )
 
-    def check(self, block: Block, transactions: Sequence[Transaction]) -> None:
+    def check(self, block: BlockRow | Block, transactions: Sequence[TransactionRow]) -> None:
         height = block.height
         if height != self.expected_height:
             if height > self.expected_height:
@@ -153,26 +155,77 @@ class ChainVerifier:
             self.keys.pop(payload["key_id"], None)
 
 
+class BlockRow(NamedTuple):
+    """A block as read for checking: plain values, no model instance to build."""
+
+    id: int
+    height: int
+    previous_hash: str
+    created_at: datetime
+    proposer: str
+    merkle_root: str
+    transaction_count: int
+    hub_signature: str
+    hash: str
+    encoding_version: int
+
+    def header_fields(self) -> dict:
+        return {
+            "height": self.height,
+            "previous_hash": self.previous_hash,
+            "created_at": self.created_at,
+            "proposer": self.proposer,
+            "merkle_root": self.merkle_root,
+            "transaction_count": self.transaction_count,
+        }
+
+
+class TransactionRow(NamedTuple):
+    block_id: int
+    index: int
+    kind: str
+    author: str
+    payload: dict
+    timestamp: datetime
+    signature: str
+    hash: str
+    encoding_version: int
+
+    def envelope(self) -> dict:
+        return {
+            "kind": self.kind,
+            "author": self.author,
+            "payload": self.payload,
+            "timestamp": self.timestamp,
+            "signature": self.signature,
+        }
+
+
 def blocks_with_transactions(
-    *, after: int = -1, until: int | None = None, chunk: int = 1000
-) -> Iterator[tuple[Block, list[Transaction]]]:
+    *, after: int = -1, until: int | None = None, chunk: int = 2000
+) -> Iterator[tuple[BlockRow, list[TransactionRow]]]:
     """Stream the current schema's blocks in height order, ``chunk`` at a time,
-    so memory stays flat however long the chain grows."""
+    so memory stays flat however long the chain grows. Rows are tuples, not
+    model instances: verification is bound by how fast they are read."""
     last = after
     while True:
         query = Block.objects.filter(height__gt=last).order_by("height")
         if until is not None:
             query = query.filter(height__lte=until)
-        blocks = list(query[:chunk])
+        blocks = [BlockRow._make(row) for row in query.values_list(*BlockRow._fields)[:chunk]]
         if not blocks:
             return
-        by_block: dict[int, list[Transaction]] = {block.pk: [] for block in blocks}
-        for item in Transaction.objects.filter(block_id__in=list(by_block)).order_by(
-            "block_id", "index"
-        ):
+        by_block: dict[int, list[TransactionRow]] = {block.id: [] for block in blocks}
+        rows = (
+            Transaction.objects.filter(block_id__in=list(by_block))
+            .order_by("block_id", "index")
+            .values_list(*TransactionRow._fields)
+        )
+        for row in rows:
+            item = TransactionRow._make(row)
             by_block[item.block_id].append(item)
         for block in blocks:
-            yield block, by_block[block.pk]
+            yield block, by_block[block.id]
         last = blocks[-1].height
 
 
