@@ -49,6 +49,10 @@ def _check(value: Any, path: str = "$") -> None:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8 (not ASCII-escaped)."""
     _check(value)
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
@@ -62,7 +66,8 @@ def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds: 2026-01-02T03:04:05.000006Z."""
     if moment.tzinfo is None:
         raise EncodingError("times must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; in UTC it ends in +00:00.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def b64(data: bytes) -> str:
