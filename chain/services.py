@@ -44,7 +44,13 @@ from chain.models import (
     TransactionKind,
 )
 from chain.schemas import AUTHOR_KINDS, payload_errors
-from chain.verification import BlockInvalid, ChainVerifier, identity_proof_bytes
+from chain.verification import (
+    BlockInvalid,
+    ChainVerifier,
+    blocks_with_transactions,
+    identity_proof_bytes,
+    verify_stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -390,14 +396,21 @@ def _append(items: Sequence[PendingTransaction], context: _SealContext | None = 
     block = Block.objects.create(
         **header, hub_signature=signature, hash=block_hash(hub_signature=signature, **header)
     )
-    rows = Transaction.objects.bulk_create(
-        [
-            Transaction(block=block, index=index, hash=item.hash, **item.envelope())
-            for index, item in enumerate(items)
-        ]
-    )
-    PendingTransaction.objects.filter(id__in=[item.pk for item in items if item.pk]).delete()
-    _registered_keys_apply(rows, height)
+    pending_ids = [item.pk for item in items]
+    if all(pending_ids):
+        # Move the waiting rows inside the database, in id order (their order in
+        # the Merkle tree), rather than rebuilding them in Python.
+        with connection.cursor() as cursor:
+            cursor.execute(_SEAL_TRANSACTIONS_SQL, [block.pk, pending_ids])
+            cursor.execute("DELETE FROM chain_pendingtransaction WHERE id = ANY(%s)", [pending_ids])
+    else:  # the genesis transaction was never stored as pending
+        Transaction.objects.bulk_create(
+            [
+                Transaction(block=block, index=index, hash=item.hash, **item.envelope())
+                for index, item in enumerate(items)
+            ]
+        )
+    _registered_keys_apply(items, height)
     state.height, state.head_hash = height, block.hash
     state.save(update_fields=["height", "head_hash"])
     outbox = Outbox.objects.bulk_create(
@@ -405,6 +418,15 @@ def _append(items: Sequence[PendingTransaction], context: _SealContext | None = 
     )
     block.outbox_ids = [row.pk for row in outbox]
     return block
+
+
+_SEAL_TRANSACTIONS_SQL = """
+    INSERT INTO chain_transaction (block_id, index, kind, author, payload, timestamp,
+                                   signature, hash, encoding_version)
+    SELECT %s, row_number() OVER (ORDER BY id) - 1, kind, author, payload, timestamp,
+           signature, hash, 1
+    FROM chain_pendingtransaction WHERE id = ANY(%s)
+"""
 
 
 def _announce(blocks: Sequence[Block]) -> None:
@@ -577,7 +599,7 @@ def replica_sync(
     *,
     tenant,
     up_to: int | None = None,
-    chunk: int = 500,
+    chunk: int = 2000,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyncResult:
     """Bring ``tenant``'s replica up to ``up_to`` (default: the hub's head).
@@ -598,33 +620,122 @@ def replica_sync(
         # brought): confirm and return without taking the replica's lock.
         _outbox_confirm(tenant, current)
         return SyncResult(tenant=tenant.slug, applied=0, height=current)
+    height = current if current is not None else -1
     while True:
-        events: list[dict] = []
-        with tenant_context(tenant), transaction.atomic():
-            _lock(_replica_lock_key(tenant.schema_name))
-            state = _chain_state_for_update()
-            with _public():
-                hub_height = ChainState.objects.get(id=1).height
-            target = hub_height if up_to is None else min(up_to, hub_height)
-            if state.height >= target:
-                height = state.height
-                _outbox_confirm(tenant, height)
-                break
-            if state.height >= 0:
-                verifier = ChainVerifier.resume(
-                    height=state.height,
-                    previous_hash=state.head_hash,
-                    check_transaction_signatures=False,
+        try:
+            step = _sync_step(tenant=tenant, up_to=up_to, chunk=chunk, fast=True)
+        except _FastCopyRefused:
+            # Something in the range does not verify: redo it block by block, which
+            # keeps the good blocks before the bad one and names the bad one.
+            step = _sync_step(tenant=tenant, up_to=up_to, chunk=chunk, fast=False)
+        applied += step.applied
+        height = step.height
+        if step.refused is not None:
+            raise ReplicaError(
+                f"{tenant.slug}: block from the hub refused at height {step.refused.height}: "
+                f"{step.refused.reason}"
+            )
+        if step.done:
+            break
+        if progress is not None:
+            progress(height, step.target)
+    return SyncResult(tenant=tenant.slug, applied=applied, height=height)
+
+
+class _FastCopyRefused(Exception):
+    pass
+
+
+@dataclass
+class _Step:
+    applied: int
+    height: int
+    target: int
+    done: bool = False
+    refused: BlockInvalid | None = None
+
+
+_COPY_BLOCKS_SQL = """
+    INSERT INTO chain_block (height, previous_hash, created_at, proposer, merkle_root,
+                             transaction_count, hub_signature, hash, encoding_version, stored_at)
+    SELECT height, previous_hash, created_at, proposer, merkle_root, transaction_count,
+           hub_signature, hash, encoding_version, now()
+    FROM public.chain_block WHERE height > %s AND height <= %s ORDER BY height
+"""
+_COPY_TRANSACTIONS_SQL = """
+    INSERT INTO chain_transaction (block_id, index, kind, author, payload, timestamp,
+                                   signature, hash, encoding_version)
+    SELECT replica.id, source.index, source.kind, source.author, source.payload,
+           source.timestamp, source.signature, source.hash, source.encoding_version
+    FROM public.chain_transaction source
+    JOIN public.chain_block hub ON hub.id = source.block_id
+    JOIN chain_block replica ON replica.height = hub.height
+    WHERE hub.height > %s AND hub.height <= %s
+"""
+
+
+def _sync_step(*, tenant, up_to: int | None, chunk: int, fast: bool) -> _Step:
+    """Apply the next ``chunk`` blocks to the replica in one database transaction.
+
+    Fast: the database copies the range from the hub's tables, then every copied
+    block is verified before the transaction commits (a failure rolls it all back
+    and raises ``_FastCopyRefused``). Checked: blocks are read, verified and
+    written one by one, keeping those before a bad one.
+    """
+    events: list[dict] = []
+    with tenant_context(tenant), transaction.atomic():
+        _lock(_replica_lock_key(tenant.schema_name))
+        state = _chain_state_for_update()
+        with _public():
+            hub_height = ChainState.objects.get(id=1).height
+        target = hub_height if up_to is None else min(up_to, hub_height)
+        if state.height >= target:
+            _outbox_confirm(tenant, state.height)
+            return _Step(applied=0, height=state.height, target=target, done=True)
+        if state.height >= 0:
+            verifier = ChainVerifier.resume(
+                height=state.height,
+                previous_hash=state.head_hash,
+                check_transaction_signatures=False,
+            )
+        else:
+            verifier = ChainVerifier(check_transaction_signatures=False)
+        start, last = state.height, min(state.height + chunk, target)
+        refused = None
+        if fast:
+            with connection.cursor() as cursor:
+                cursor.execute(_COPY_BLOCKS_SQL, [start, last])
+                copied = cursor.rowcount
+                cursor.execute(_COPY_TRANSACTIONS_SQL, [start, last])
+            if copied == 0:
+                raise ReplicaError(
+                    f"{tenant.slug}: the hub's head is {target} but it serves no block after "
+                    f"{start}; verify the hub's chain"
                 )
-            else:
-                verifier = ChainVerifier(check_transaction_signatures=False)
-            batch = _hub_blocks(after=state.height, until=target, limit=chunk)
+            good, failure = verify_stream(
+                verifier, blocks_with_transactions(after=start, until=last)
+            )
+            if failure is not None or good is None or good.height != start + copied:
+                raise _FastCopyRefused
+            identities = Transaction.objects.filter(
+                block__height__gt=start, block__height__lte=last, kind=TransactionKind.IDENTITY
+            ).select_related("block")
+            for item in identities:
+                _registered_keys_apply([item], item.block.height)
+            applied_now = copied
+            state.height, state.head_hash = good.height, good.hash
+            recent = Block.objects.filter(height__gt=max(start, last - 20), height__lte=last)
+            events = [
+                {"type": "block", "tenant": tenant.slug, "height": h, "hash": digest}
+                for h, digest in recent.order_by("height").values_list("height", "hash")
+            ]
+        else:
+            batch = _hub_blocks(after=start, until=last, limit=chunk)
             if not batch:
                 raise ReplicaError(
                     f"{tenant.slug}: the hub's head is {target} but it serves no block after "
-                    f"{state.height}; verify the hub's chain"
+                    f"{start}; verify the hub's chain"
                 )
-            refused = None
             verified = []
             for source, transactions in batch:
                 try:
@@ -644,24 +755,28 @@ def replica_sync(
                         "height": source.height,
                         "hash": source.hash,
                     }
-                    for source, _ in verified
+                    for source, _ in verified[-20:]
                 ]
-            # The blocks before a refused one verified: keep them.
-            state.last_delivery_at = timezone.now()
-            state.save(update_fields=["height", "head_hash", "last_delivery_at"])
-            applied += applied_now
-            height = state.height
-            _outbox_confirm(tenant, height)
-            schema = tenant.schema_name
-            transaction.on_commit(lambda events=events, schema=schema: _chain_event(schema, events))
-        if refused is not None:
-            raise ReplicaError(
-                f"{tenant.slug}: block from the hub refused at height {refused.height}: "
-                f"{refused.reason}"
-            )
-        if progress is not None:
-            progress(height, target)
-    return SyncResult(tenant=tenant.slug, applied=applied, height=height)
+        # The blocks before a refused one verified: keep them.
+        state.last_delivery_at = timezone.now()
+        state.save(update_fields=["height", "head_hash", "last_delivery_at"])
+        _outbox_confirm(tenant, state.height)
+        schema = tenant.schema_name
+        transaction.on_commit(lambda: _chain_event(schema, events))
+    return _Step(applied=applied_now, height=state.height, target=target, refused=refused)
+
+
+def replica_mark_failed(*, tenant, reason: str) -> None:
+    """Record a refused delivery where the dashboard and chain_status show it."""
+    with tenant_context(tenant):
+        ChainState.objects.update_or_create(
+            id=1,
+            defaults={
+                "last_verification_ok": False,
+                "last_verified_at": timezone.now(),
+                "last_verification_error": f"delivery refused: {reason}",
+            },
+        )
 
 
 def _outbox_confirm(tenant, height: int) -> None:

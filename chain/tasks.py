@@ -32,7 +32,7 @@ def deliver_block_task(self, outbox_id: int) -> None:
     from django_tenants.utils import schema_context
 
     from chain.models import Outbox
-    from chain.services import ReplicaError, replica_sync
+    from chain.services import ReplicaError, replica_mark_failed, replica_sync
 
     tenant = connection.tenant
     with schema_context(get_public_schema_name()):
@@ -47,9 +47,10 @@ def deliver_block_task(self, outbox_id: int) -> None:
         # everything, and the tasks for the blocks it covered find nothing to do.
         replica_sync(tenant=tenant)
     except ReplicaError as error:
-        # A block that does not verify is never applied; the periodic verification
-        # reports it and an operator repairs. Retrying would not change the block.
+        # A block that does not verify is never applied; the dashboard shows why and
+        # an operator repairs. Retrying would not change the block.
         logger.error("delivery refused: %s", error)
+        replica_mark_failed(tenant=tenant, reason=str(error))
 
 
 @shared_task(ignore_result=True)

@@ -88,3 +88,19 @@ def test_chain_status_json_lists_every_tenant_with_lag(alpha, beta):
     assert rows["alpha"]["head_hash"] == hub["head_hash"]
     assert rows["beta"]["behind"] == hub["height"] - rows["beta"]["height"] > 0
     assert rows["alpha"]["last_delivery_at"] is not None
+
+
+def test_catching_up_reports_progress_chunk_by_chunk(beta):
+    heights = append_blocks(beta, 5)
+    start = replica_height("beta")
+    calls: list[tuple[int, int]] = []
+    result = replica_sync(
+        tenant=beta, chunk=2, progress=lambda height, target: calls.append((height, target))
+    )
+    assert result.height == heights[-1]
+    assert result.applied == heights[-1] - start
+    expected, height = [], start
+    while height < heights[-1]:
+        height = min(height + 2, heights[-1])
+        expected.append((height, heights[-1]))
+    assert calls == expected

@@ -235,6 +235,29 @@ def test_a_replica_refuses_a_block_the_hub_serves_altered(alpha):
         assert Block.objects.filter(height__gte=height).count() == 0
 
 
+def test_a_refused_delivery_shows_in_the_replicas_status(alpha):
+    from django_tenants.utils import tenant_context
+
+    from chain.models import Outbox
+    from chain.selectors import chain_status
+    from chain.tasks import deliver_block_task
+
+    [height] = append_blocks(alpha, 1)
+    raw_sql(
+        "public", "UPDATE chain_block SET merkle_root = repeat('0', 64) WHERE height = %s", [height]
+    )
+    with schema_context("public"):
+        row = Outbox.objects.get(tenant=alpha, block__height=height)
+    with tenant_context(alpha):
+        deliver_block_task.apply(args=[row.pk]).get()
+    [status] = chain_status(only="alpha")
+    assert status.height == height - 1
+    assert status.last_verification == (
+        f"delivery refused: alpha: block from the hub refused at height {height}: "
+        "Merkle root does not match the transactions"
+    )
+
+
 def test_incremental_verification_resumes_and_records(chain):
     reports = chain_verify_all(record=True)
     assert all(r.ok for r in reports)
