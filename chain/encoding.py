@@ -78,6 +78,23 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
+# The fields a block header and a signed transaction are made of, in one place
+# for the models, the rows read for verification and the envelopes in flight.
+HEADER_FIELDS = (
+    "height",
+    "previous_hash",
+    "created_at",
+    "proposer",
+    "merkle_root",
+    "transaction_count",
+)
+ENVELOPE_FIELDS = ("kind", "author", "payload", "timestamp", "signature")
+
+
+def fields_of(source: Any, names: tuple[str, ...]) -> dict:
+    return {name: getattr(source, name) for name in names}
+
+
 # --- Transactions -----------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from chain.encoding import ENVELOPE_FIELDS, HEADER_FIELDS, fields_of
+
 
 class TransactionKind(models.TextChoices):
     DATA = "data", "Record stored"
@@ -41,14 +43,7 @@ class Block(models.Model):
         return f"block {self.height}"
 
     def header_fields(self) -> dict:
-        return {
-            "height": self.height,
-            "previous_hash": self.previous_hash,
-            "created_at": self.created_at,
-            "proposer": self.proposer,
-            "merkle_root": self.merkle_root,
-            "transaction_count": self.transaction_count,
-        }
+        return fields_of(self, HEADER_FIELDS)
 
 
 class SignedTransaction(models.Model):
@@ -68,13 +63,7 @@ class SignedTransaction(models.Model):
         return f"{self.kind} {self.hash[:12]}"
 
     def envelope(self) -> dict:
-        return {
-            "kind": self.kind,
-            "author": self.author,
-            "payload": self.payload,
-            "timestamp": self.timestamp,
-            "signature": self.signature,
-        }
+        return fields_of(self, ENVELOPE_FIELDS)
 
 
 class Transaction(SignedTransaction):

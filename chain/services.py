@@ -24,11 +24,13 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from chain import keys as keyring
 from chain.encoding import (
+    ENVELOPE_FIELDS,
     GENESIS_PREVIOUS_HASH,
     EncodingError,
     b64,
     block_hash,
     block_signing_bytes,
+    fields_of,
     transaction_hash,
     transaction_signing_bytes,
 )
@@ -127,13 +129,7 @@ class Envelope:
         return transaction_hash(**self.fields())
 
     def fields(self) -> dict:
-        return {
-            "kind": self.kind,
-            "author": self.author,
-            "payload": self.payload,
-            "timestamp": self.timestamp,
-            "signature": self.signature,
-        }
+        return fields_of(self, ENVELOPE_FIELDS)
 
 
 def envelope_sign(

@@ -9,11 +9,14 @@ from datetime import datetime
 from typing import NamedTuple
 
 from chain.encoding import (
+    ENVELOPE_FIELDS,
     GENESIS_PREVIOUS_HASH,
+    HEADER_FIELDS,
     EncodingError,
     block_hash,
     block_signing_bytes,
     canonical_json,
+    fields_of,
     transaction_hash,
     transaction_signing_bytes,
 )
@@ -170,14 +173,7 @@ class BlockRow(NamedTuple):
     encoding_version: int
 
     def header_fields(self) -> dict:
-        return {
-            "height": self.height,
-            "previous_hash": self.previous_hash,
-            "created_at": self.created_at,
-            "proposer": self.proposer,
-            "merkle_root": self.merkle_root,
-            "transaction_count": self.transaction_count,
-        }
+        return fields_of(self, HEADER_FIELDS)
 
 
 class TransactionRow(NamedTuple):
@@ -192,13 +188,7 @@ class TransactionRow(NamedTuple):
     encoding_version: int
 
     def envelope(self) -> dict:
-        return {
-            "kind": self.kind,
-            "author": self.author,
-            "payload": self.payload,
-            "timestamp": self.timestamp,
-            "signature": self.signature,
-        }
+        return fields_of(self, ENVELOPE_FIELDS)
 
 
 def blocks_with_transactions(
