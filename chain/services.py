@@ -296,15 +296,12 @@ def transaction_submit(*, tenant, kind: str, payload: dict) -> PendingTransactio
     return transactions_submit(tenant=tenant, items=[(kind, payload)])[0]
 
 
-SEAL_SCHEDULED_KEY = "medportal:chain:seal-scheduled"
-
-
 def _schedule_seal(accepted: int) -> None:
     """Ask a worker to seal: at once for a full block, else when the wait is over.
     One scheduled seal covers every submission inside the wait (a Redis key
     debounces them); the seal task reschedules itself while anything waits."""
     from chain.tasks import block_seal_task
-    from medportal.health import redis_client
+    from medportal.health import redis_client, redis_key
 
     headers = {"_schema_name": get_public_schema_name()}
     if accepted >= settings.CHAIN_MAX_TRANSACTIONS_PER_BLOCK:
@@ -312,7 +309,7 @@ def _schedule_seal(accepted: int) -> None:
         return
     wait_ms = max(1, settings.CHAIN_MAX_BLOCK_WAIT_MS)
     try:
-        first = redis_client().set(SEAL_SCHEDULED_KEY, "1", nx=True, px=wait_ms)
+        first = redis_client().set(redis_key("chain:seal-scheduled"), "1", nx=True, px=wait_ms)
     except Exception:  # noqa: BLE001  (no debounce without Redis; the beat backstop remains)
         first = True
     if first:

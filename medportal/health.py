@@ -14,8 +14,13 @@ from django.views.decorators.http import require_GET
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = "medportal:beat-heartbeat"
 PROBE_TIMEOUT_SECONDS = 1.0
+
+
+def redis_key(name: str) -> str:
+    """A Redis key of this deployment: named after its Celery queue, so that two
+    deployments (or a test run beside `make run`) sharing one Redis never mix."""
+    return f"medportal:{settings.CELERY_TASK_DEFAULT_QUEUE}:{name}"
 
 
 def redis_client() -> redis.Redis:
@@ -41,7 +46,7 @@ def check_redis() -> tuple[str, float | None]:
     try:
         client = redis_client()
         client.ping()
-        raw = client.get(HEARTBEAT_KEY)
+        raw = client.get(redis_key("beat-heartbeat"))
     except redis.RedisError as error:
         logger.warning("healthz: redis check failed: %s", type(error).__name__)
         return "down", None
