@@ -268,25 +268,28 @@ def test_prefer_local_uses_the_server_on_127_0_0_1(var_dir: str) -> None:
 # the supervisor behind `run`, with dummy children
 # --------------------------------------------------------------------------------------------
 
+# Durations carry this run's pid, so that only our own dummies are counted (a
+# developer's `sleep 60` elsewhere on the machine must not fail the test).
+MARK = f"{os.getpid()}"
 SUPERVISE = textwrap.dedent(
-    """
+    f"""
     import sys
     from medportal.devstack import supervise
     py = sys.executable
-    sys.exit(supervise({
-        "sleeper": ["sleep", "61"],
+    sys.exit(supervise({{
+        "sleeper": ["sleep", "61.{MARK}"],
         "stubborn": [py, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-                               "print('ready', flush=True); time.sleep(62)"],
-        "with grandchild": ["sh", "-c", "sleep 63 & sleep 64"],
+                               "print('ready', flush=True); time.sleep(62.{MARK})"],
+        "with grandchild": ["sh", "-c", "sleep 63.{MARK} & sleep 64.{MARK}"],
         "mortal": [py, "-c", "import sys, time; time.sleep(float(sys.argv[1]))", sys.argv[1]],
-    }, grace=1.0))
+    }}, grace=1.0))
     """
 )
 
 
 def dummy_processes() -> list[str]:
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "sleep 6" in line or "time.sleep(62)" in line]
+    return [line for line in out.splitlines() if "sleep" in line and f".{MARK}" in line]
 
 
 def start_supervisor(mortal_seconds: float) -> subprocess.Popen[str]:
