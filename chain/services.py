@@ -26,6 +26,7 @@ from chain import keys as keyring
 from chain.encoding import (
     ENVELOPE_FIELDS,
     GENESIS_PREVIOUS_HASH,
+    HEADER_FIELDS,
     EncodingError,
     b64,
     block_hash,
@@ -527,27 +528,8 @@ def outbox_sweep(*, older_than: timedelta | None = None) -> int:
     return outbox_dispatch(outbox_ids=ids)
 
 
-_BLOCK_COPY_FIELDS = (
-    "height",
-    "previous_hash",
-    "created_at",
-    "proposer",
-    "merkle_root",
-    "transaction_count",
-    "hub_signature",
-    "hash",
-    "encoding_version",
-)
-_TRANSACTION_COPY_FIELDS = (
-    "index",
-    "kind",
-    "author",
-    "payload",
-    "timestamp",
-    "signature",
-    "hash",
-    "encoding_version",
-)
+_BLOCK_COPY_FIELDS = (*HEADER_FIELDS, "hub_signature", "hash", "encoding_version")
+_TRANSACTION_COPY_FIELDS = ("index", *ENVELOPE_FIELDS, "hash", "encoding_version")
 
 
 def _copy_blocks(verified: Sequence[tuple]) -> None:
