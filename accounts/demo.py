@@ -18,15 +18,19 @@ DEMO_TENANTS = (
     (TenantKind.RESEARCH, "northwind", "Northwind Research Institute"),
 )
 
-# (tenant slug or "hub", username, role, first name, last name)
+# (tenant slug or "hub", username, role, first name, last name). Patients' names
+# are not stored on their accounts: they go into the encrypted patient profile
+# (records.demo.DEMO_PATIENTS).
 DEMO_USERS = (
     ("hub", "operator", Role.OPERATOR, "Olga", "Operator"),
     ("alpha", "alpha-admin", Role.ADMIN, "Amir", "Adams"),
     ("alpha", "alpha-doctor", Role.DOCTOR, "Ana", "Alvarez"),
     # alpha-patient and beta-patient are one person with an account at each hospital.
     ("alpha", "alpha-patient", Role.PATIENT, "Li", "Wei"),
+    ("alpha", "alpha-patient-2", Role.PATIENT, "Maria", "Garcia"),
     ("beta", "beta-doctor", Role.DOCTOR, "Ben", "Brown"),
     ("beta", "beta-patient", Role.PATIENT, "Li", "Wei"),
+    ("beta", "beta-patient-2", Role.PATIENT, "Tom", "Jensen"),
     ("northwind", "northwind-researcher", Role.RESEARCHER, "Nora", "North"),
 )
 
@@ -49,7 +53,11 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
         tenant = tenants[slug]
         with tenant_context(tenant):
             created = not User.objects.filter(username=username).exists()
-            if created:
+            if role == Role.PATIENT:
+                from records.demo import demo_patient_ensure
+
+                created = demo_patient_ensure(username=username, password=password)[1]
+            elif created:
                 user_create(
                     actor=None,
                     username=username,
@@ -60,4 +68,19 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
                     must_change_password=False,
                 )
         logins.append(DemoLogin(url=tenant.url("/"), username=username, role=role, created=created))
+    from records.demo import demo_records_seed
+
+    demo_records_seed(tenants=tenants)
+    _chain_settle(tenants)
     return logins
+
+
+def _chain_settle(tenants: dict[str, Tenant]) -> None:
+    """Seal what the seed submitted and bring every replica up to date now, so
+    the demo's pages show blocks at once (a worker would do it a moment later)."""
+    from chain.services import block_seal, replica_sync
+
+    block_seal(force=True)
+    for slug, tenant in tenants.items():
+        if slug != "hub":
+            replica_sync(tenant=tenant)

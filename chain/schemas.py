@@ -36,7 +36,7 @@ def _object(properties: dict, required: list[str]) -> dict:
 PAYLOAD_SCHEMAS: dict[str, dict] = {
     TransactionKind.IDENTITY: _object(
         {
-            "action": {"enum": ["register", "rotate", "revoke"]},
+            "action": {"enum": ["register", "rotate", "revoke", "link"]},
             "subject_type": {"enum": ["hub", "tenant", "patient", "practitioner"]},
             "subject": {"anyOf": [SLUG, PSEUDONYM]},
             "tenant": SLUG,
@@ -47,6 +47,9 @@ PAYLOAD_SCHEMAS: dict[str, dict] = {
             # The subject's signature over (subject, key_id): proof it holds the key.
             "proof": {"type": "string", "minLength": 80, "maxLength": 100},
             "replaces": KEY_ID,
+            # action "link": the subject's pseudonym now also covers this one
+            # (the linking hospital's earlier pseudonym for the same person).
+            "links": PSEUDONYM,
         },
         [
             "action",

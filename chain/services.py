@@ -52,6 +52,7 @@ from chain.verification import (
     ChainVerifier,
     blocks_with_transactions,
     identity_proof_bytes,
+    link_proof_bytes,
     verify_stream,
 )
 
@@ -182,8 +183,51 @@ def identity_payload(
     }
 
 
+def _check_link(envelope: Envelope, author: RegisteredKey) -> None:
+    """A patient links an account at the author's hospital to their pseudonym.
+
+    The key must be the subject's registered patient key, and the proof the
+    patient's signature over (subject, tenant, links): a hospital cannot link
+    someone on its own."""
+    payload = envelope.payload
+    if payload["subject_type"] != "patient":
+        raise TransactionRejected("identity: only patients link accounts")
+    if author.tenant != payload["tenant"]:
+        raise TransactionRejected("identity: a hospital links only its own accounts")
+    registered = RegisteredKey.objects.filter(
+        key_id=payload["key_id"],
+        owner=payload["subject"],
+        owner_type=RegisteredKey.OwnerType.PATIENT,
+        revoked_height__isnull=True,
+    ).first()
+    if registered is not None:
+        public_key = registered.public_key
+    else:  # registered a moment ago: accepted, not sealed yet
+        public_key = (
+            PendingTransaction.objects.filter(
+                kind=TransactionKind.IDENTITY,
+                payload__action="register",
+                payload__subject_type="patient",
+                payload__subject=payload["subject"],
+                payload__key_id=payload["key_id"],
+            )
+            .values_list("payload__public_key", flat=True)
+            .first()
+        )
+    if public_key is None or public_key != payload["public_key"]:
+        raise TransactionRejected("identity: the key is not the subject's registered key")
+    proof = link_proof_bytes(
+        subject=payload["subject"], tenant=payload["tenant"], links=payload.get("links")
+    )
+    if not keyring.verify(payload["public_key"], payload["proof"], proof):
+        raise TransactionRejected("identity: the patient's link proof is not valid")
+
+
 def _check_identity(envelope: Envelope, author: RegisteredKey) -> None:
     payload = envelope.payload
+    if payload["action"] == "link":
+        _check_link(envelope, author)
+        return
     if payload["key_id"] != keyring.key_id_for(keyring.unb64(payload["public_key"])):
         raise TransactionRejected("identity: key_id does not belong to public_key")
     proof = identity_proof_bytes(subject=payload["subject"], key_id=payload["key_id"])

@@ -44,6 +44,11 @@ def identity_proof_bytes(*, subject: str, key_id: str) -> bytes:
     return canonical_json({"proof_of_possession": {"subject": subject, "key_id": key_id}})
 
 
+def link_proof_bytes(*, subject: str, tenant: str, links: str | None) -> bytes:
+    """What a patient signs (with the subject's key) to link an account at ``tenant``."""
+    return canonical_json({"link": {"subject": subject, "tenant": tenant, "links": links}})
+
+
 @dataclass
 class ChainVerifier:
     """Feed it blocks in height order; it raises ``BlockInvalid`` at the first bad one.

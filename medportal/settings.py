@@ -45,6 +45,7 @@ PUBLIC_PORT = env_int("PUBLIC_PORT", SITE_PORT)
 SHARED_APPS = [
     "django_tenants",
     "medportal.tenants",
+    "medportal.exchange",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -72,6 +73,7 @@ TENANT_APPS = [
     "axes",
     "accounts",
     "chain",
+    "records",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -201,6 +203,10 @@ MEDPORTAL_KEK_RETIRED_VERSIONS = [
 ]
 # Content-addressed ciphertext store (files named by their SHA-256).
 MEDPORTAL_BLOB_ROOT = env_str("MEDPORTAL_BLOB_ROOT", str(BASE_DIR / "var" / "blobs"))
+# Largest attachment (PDF, PNG, JPEG) a doctor can add to a record.
+MEDPORTAL_ATTACHMENT_MAX_BYTES = env_int("MEDPORTAL_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+# How long a patient's account-linking code stays valid.
+MEDPORTAL_LINK_CODE_SECONDS = env_int("MEDPORTAL_LINK_CODE_SECONDS", 600)
 
 # --- Authentication -------------------------------------------------------------
 

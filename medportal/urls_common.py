@@ -18,12 +18,20 @@ api_v1 = [
     path("chain/status", ChainStatusApi.as_view(), name="chain-status"),
 ]
 
-urlpatterns = [
-    path("", account_views.home, name="home"),
-    path("healthz", healthz, name="healthz"),
-    path("accounts/", include("accounts.urls")),
-    path("chain/", include("chain.urls")),
-    path("api/v1/", include((api_v1, "api"), namespace="api")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-]
+
+def build_urlpatterns(*, api_extra: list | tuple = (), pages_extra: list | tuple = ()) -> list:
+    """The common URLs plus a host kind's own pages and API routes (tenant hosts
+    add records; the hub has none, so its API never reaches a tenant table)."""
+    return [
+        path("", account_views.home, name="home"),
+        path("healthz", healthz, name="healthz"),
+        path("accounts/", include("accounts.urls")),
+        path("chain/", include("chain.urls")),
+        *pages_extra,
+        path("api/v1/", include(([*api_v1, *api_extra], "api"), namespace="api")),
+        path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+        path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    ]
+
+
+urlpatterns = build_urlpatterns()

@@ -1,12 +1,16 @@
 """Hospital and research-organisation hosts (<slug>.BASE_DOMAIN, one schema each)."""
 
-from django.urls import path
+from django.urls import include, path
 
 from medportal.admin_sites import tenant_admin_site
-from medportal.urls_common import urlpatterns as common_urlpatterns
+from medportal.urls_common import build_urlpatterns
+from records.api_urls import api_urlpatterns as records_api
 
 urlpatterns = [
-    *common_urlpatterns,
+    *build_urlpatterns(
+        api_extra=records_api,
+        pages_extra=[path("records/", include("records.urls"))],
+    ),
     path("admin/", tenant_admin_site.urls),
 ]
 

@@ -1,1 +1,1 @@
-"""Encrypted medical records: arrives with the records issue (see DESIGN.md)."""
+"""Encrypted medical records: patients, entries, keys, ciphertext store, FHIR export."""

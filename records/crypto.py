@@ -338,12 +338,14 @@ def wrap_for_tenant(
     tenant: str,
     context: SectionContext,
     provider: KeyProvider | None = None,
+    version: int | None = None,
 ) -> WrappedKey:
-    """Wrap a data key under the tenant's current KEK version."""
+    """Wrap a data key under the tenant's current KEK version (or ``version``,
+    for rotation)."""
     _check_data_key(data_key)
     _require_text("tenant", tenant)
     provider = provider or get_key_provider()
-    version = provider.current_version(tenant)
+    version = version or provider.current_version(tenant)
     return _wrap_at(data_key, tenant=tenant, context=context, version=version, provider=provider)
 
 

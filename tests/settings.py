@@ -7,12 +7,18 @@ tests start as child processes get the same ones.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("CELERY_QUEUE", f"pytest-{os.getpid()}")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"pytest-{os.getpid()}")
 os.environ.setdefault("MEDPORTAL_MASTER_KEY", "dGVzdC1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMhISE=")
 os.environ.setdefault("DEMO_PASSWORD", "correct-horse-battery-9")
+# Each run's ciphertext store, beside its own database (children inherit it).
+os.environ.setdefault(
+    "MEDPORTAL_BLOB_ROOT",
+    os.path.join(tempfile.gettempdir(), f"medportal-test-blobs-{os.getpid()}"),
+)
 
 from medportal.settings import *  # noqa: F403
 

@@ -74,12 +74,14 @@ def test_orm_in_alpha_context_never_returns_beta_rows(alpha, beta):
         assert not User.objects.filter(username__startswith="beta-").exists()
     with tenant_context(beta):
         beta_usernames = set(User.objects.values_list("username", flat=True))
-    assert alpha_usernames == {"alpha-admin", "alpha-doctor", "alpha-patient"}
-    assert beta_usernames == {"beta-doctor", "beta-patient"}
+    assert alpha_usernames == {"alpha-admin", "alpha-doctor", "alpha-patient", "alpha-patient-2"}
+    assert beta_usernames == {"beta-doctor", "beta-patient", "beta-patient-2"}
 
 
 def test_same_person_has_separate_accounts_at_each_hospital(alpha, beta):
     alpha_patient = user_at(alpha, "alpha-patient")
     beta_patient = user_at(beta, "beta-patient")
-    assert alpha_patient.get_full_name() == beta_patient.get_full_name() == "Li Wei"
+    # Patient accounts hold no name: it lives in the encrypted patient profile.
+    assert alpha_patient.get_full_name() == beta_patient.get_full_name() == ""
+    assert alpha_patient.pk != beta_patient.pk or alpha_patient.password != beta_patient.password
     assert alpha_patient.role == beta_patient.role == "patient"

@@ -1,0 +1,485 @@
+"""Reads of patients and records, with the rules of who may read what.
+
+* Doctors and admins: their own hospital's patients and records (decrypted with
+  the hospital's key-encryption key).
+* Patients: only their own records, from every hospital where they are linked,
+  fetched through the hub's exchange service and decrypted with their own key.
+* Nobody else; a record or patient someone may not see is "not found" (404),
+  so its existence is not confirmed either.
+
+Every ciphertext is checked against the chain's SHA-256 pointer before it is
+decrypted; a mismatch or a failed decryption marks that entry with an
+integrity error instead of showing anything from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection
+from django.http import Http404
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from accounts.models import User
+from accounts.permissions import user_has_role
+from accounts.roles import Role
+from chain.encoding import unb64
+from chain.models import PendingTransaction, Transaction
+from records.content import content_join
+from records.crypto import (
+    RecordCryptoError,
+    SectionContext,
+    WrappedKey,
+    open_section,
+    unwrap_for_recipient,
+    unwrap_for_tenant,
+    wrap_for_recipient,
+)
+from records.keys import blind_index, patient_encryption_key
+from records.models import Patient, Record, RecordIndex, RecordSection
+from records.services import PatientIdentity, patient_identity, record_store
+from records.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+STAFF = (Role.ADMIN, Role.DOCTOR)
+
+
+def _is_staff(user: User) -> bool:
+    return user_has_role(user, STAFF)
+
+
+def _tenant():
+    return connection.tenant
+
+
+# --- Patients ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    patient: Patient
+    identity: PatientIdentity | None
+    error: str = ""
+
+    @property
+    def id(self):
+        return self.patient.id
+
+
+def _with_identity(patients: Iterable[Patient]) -> list[PatientRow]:
+    rows = []
+    for patient in patients:
+        try:
+            rows.append(PatientRow(patient, patient_identity(patient)))
+        except RecordCryptoError as error:
+            logger.warning("patient identity does not open: %s", error)
+            rows.append(PatientRow(patient, None, "The identity does not decrypt."))
+    return rows
+
+
+def patient_list_for_user(*, user: User, query: str = "") -> list[PatientRow]:
+    """This hospital's patients for a doctor or admin; ``query`` is an exact record
+    number or an exact full name (blind indexes: no partial matches)."""
+    if not _is_staff(user):
+        raise Http404("No such page.")
+    patients = Patient.objects.all()
+    query = (query or "").strip()
+    if query:
+        slug = _tenant().slug
+        patients = patients.filter(
+            record_number_index=blind_index(tenant_slug=slug, kind="record-number", value=query)
+        ) | patients.filter(name_index=blind_index(tenant_slug=slug, kind="name", value=query))
+    rows = _with_identity(patients.order_by("created_at"))
+    return sorted(
+        rows,
+        key=lambda row: (
+            row.identity is None,
+            row.identity and row.identity.family_name.casefold(),
+        ),
+    )
+
+
+def patient_get_for_user(*, user: User, patient_id) -> PatientRow:
+    """One patient: staff of this hospital, or the patient themself; else 404."""
+    if _is_staff(user):
+        patient = Patient.objects.filter(pk=patient_id).first()
+    elif user_has_role(user, (Role.PATIENT,)):
+        patient = Patient.objects.filter(pk=patient_id, user=user).first()
+    else:
+        patient = None
+    if patient is None:
+        raise Http404("No such patient.")
+    return _with_identity([patient])[0]
+
+
+def patient_for_account(*, user: User) -> Patient:
+    """The signed-in patient's own profile at this hospital; 404 for anyone else."""
+    if not user_has_role(user, (Role.PATIENT,)):
+        raise Http404("No such page.")
+    patient = Patient.objects.filter(user=user).first()
+    if patient is None:
+        raise Http404("This account has no patient profile yet.")
+    return patient
+
+
+def record_search_for_user(*, user: User, icd10: str = "", drug: str = "") -> list[Record]:
+    """Records of this hospital with an exact ICD-10 code or drug name (blind index)."""
+    if not _is_staff(user):
+        raise Http404("No such page.")
+    slug = _tenant().slug
+    wanted = []
+    if icd10.strip():
+        from records.content import icd10_normalise
+
+        wanted.append(
+            (
+                RecordIndex.Kind.ICD10,
+                blind_index(tenant_slug=slug, kind="icd10", value=icd10_normalise(icd10)),
+            )
+        )
+    if drug.strip():
+        wanted.append(
+            (RecordIndex.Kind.DRUG, blind_index(tenant_slug=slug, kind="drug", value=drug))
+        )
+    if not wanted:
+        return []
+    records = Record.objects.filter(erased_at__isnull=True)
+    for kind, digest in wanted:
+        records = records.filter(index_entries__kind=kind, index_entries__digest=digest)
+    return list(records.select_related("patient", "author").distinct().order_by("-created_at"))
+
+
+def record_get_for_user(*, user: User, record_id) -> Record:
+    """A record of this hospital that ``user`` may read: staff here, or its patient."""
+    records = Record.objects.select_related("patient", "author")
+    if _is_staff(user):
+        record = records.filter(pk=record_id).first()
+    elif user_has_role(user, (Role.PATIENT,)):
+        record = records.filter(pk=record_id, patient__user=user).first()
+    else:
+        record = None
+    if record is None:
+        raise Http404("No such record.")
+    return record
+
+
+# --- Sealed records (what an origin hospital hands out) ---------------------------
+
+
+@dataclass
+class SealedSection:
+    name: str
+    kind: str
+    level: str
+    category: str
+    content_type: str
+    sha256: str
+    ciphertext: bytes | None = field(repr=False, default=None)
+    nonce: bytes = b""
+    # Exactly one of these: the data key itself (a read inside the origin
+    # hospital) or an HPKE blob for the patient (a read through the exchange).
+    data_key: bytes | None = field(repr=False, default=None)
+    recipient_blob: bytes | None = field(repr=False, default=None)
+    error: str = ""
+
+
+@dataclass
+class SealedRecord:
+    id: str
+    origin_slug: str
+    origin_name: str
+    patient_pseudonym: str
+    created_at: datetime
+    author_name: str
+    amends_id: str | None
+    categories: list[str]
+    tx_hash: str
+    erased_at: datetime | None
+    erasure_reason: str
+    sections: list[SealedSection]
+
+
+def _seal_for_reader(record: Record, tenant, recipient_public: bytes | None) -> SealedRecord:
+    store = record_store(tenant.schema_name)
+    sections = []
+    for section in record.sections.all():
+        out = SealedSection(
+            name=section.name,
+            kind=section.kind,
+            level=section.level,
+            category=section.category,
+            content_type=section.content_type,
+            sha256=section.sha256,
+            nonce=bytes(section.nonce),
+        )
+        sections.append(out)
+        if record.is_erased or section.tenant_wrap is None:
+            continue
+        context = SectionContext(
+            record_id=str(record.id),
+            section=section.name,
+            patient_pseudonym=record.patient_pseudonym,
+        )
+        try:
+            data_key = unwrap_for_tenant(
+                WrappedKey.from_dict(section.tenant_wrap), tenant=tenant.slug, context=context
+            )
+            if recipient_public is None:
+                out.data_key = data_key
+            else:
+                out.recipient_blob = wrap_for_recipient(
+                    data_key, recipient_public=recipient_public, context=context
+                )
+        except (RecordCryptoError, ValueError) as error:
+            out.error = str(error)
+            continue
+        try:
+            # The store checks the blob against its name; the reader checks it
+            # against the chain's pointer again, and that check is the one that counts.
+            out.ciphertext = store.get(section.sha256)
+        except StoreError as error:
+            out.error = (
+                f"the ciphertext of {context.describe()} cannot be read: {type(error).__name__}"
+            )
+    return SealedRecord(
+        id=str(record.id),
+        origin_slug=tenant.slug,
+        origin_name=tenant.name,
+        patient_pseudonym=record.patient_pseudonym,
+        created_at=record.created_at,
+        author_name=record.author.display_name,
+        amends_id=str(record.amends_id) if record.amends_id else None,
+        categories=list(record.categories),
+        tx_hash=record.tx_hash,
+        erased_at=record.erased_at,
+        erasure_reason=record.erasure_reason,
+        sections=sections,
+    )
+
+
+def records_sealed_here(
+    *, tenant, pseudonyms: Iterable[str], recipient_public: bytes
+) -> list[SealedRecord]:
+    """Called by the hub's exchange inside an origin hospital's schema."""
+    records = (
+        Record.objects.filter(patient_pseudonym__in=list(pseudonyms))
+        .select_related("author")
+        .prefetch_related("sections")
+        .order_by("-created_at")
+    )
+    return [_seal_for_reader(record, tenant, recipient_public) for record in records]
+
+
+# --- Opening (the reader's side) --------------------------------------------------
+
+
+@dataclass
+class Attachment:
+    name: str
+    category: str
+    content_type: str
+    filename: str
+    size: int
+    data: bytes | None = field(repr=False, default=None)
+
+
+@dataclass
+class RecordView:
+    """A decrypted record as pages, the API and FHIR show it."""
+
+    id: str
+    origin_slug: str
+    origin_name: str
+    created_at: datetime
+    author_name: str
+    amends_id: str | None
+    categories: list[str]
+    tx_hash: str
+    block_height: int | None
+    is_erased: bool
+    erasure_reason: str
+    content: dict | None
+    attachments: list[Attachment] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    amended_by: list[str] = field(default_factory=list)
+
+    @property
+    def has_integrity_error(self) -> bool:
+        return bool(self.errors)
+
+
+def chain_pointers(tx_hashes: Iterable[str]) -> dict[str, tuple[dict, int | None]]:
+    """tx hash -> (payload, block height or None) from this tenant's replica,
+    falling back to the hub's canonical chain for transactions not yet delivered
+    (or not yet sealed). The payload's ``ciphertexts`` are the pointers."""
+    wanted = set(tx_hashes)
+    found = {
+        row["hash"]: (row["payload"], row["block__height"])
+        for row in Transaction.objects.filter(hash__in=wanted).values(
+            "hash", "payload", "block__height"
+        )
+    }
+    missing = wanted - set(found)
+    if missing:
+        with schema_context(get_public_schema_name()):
+            for row in Transaction.objects.filter(hash__in=missing).values(
+                "hash", "payload", "block__height"
+            ):
+                found[row["hash"]] = (row["payload"], row["block__height"])
+            for row in PendingTransaction.objects.filter(hash__in=missing - set(found)).values(
+                "hash", "payload"
+            ):
+                found[row["hash"]] = (row["payload"], None)
+    return found
+
+
+def _open_record(
+    sealed: SealedRecord,
+    pointer: tuple[dict, int | None] | None,
+    recipient_private: bytes | None,
+) -> RecordView:
+    view = RecordView(
+        id=sealed.id,
+        origin_slug=sealed.origin_slug,
+        origin_name=sealed.origin_name,
+        created_at=sealed.created_at,
+        author_name=sealed.author_name,
+        amends_id=sealed.amends_id,
+        categories=sealed.categories,
+        tx_hash=sealed.tx_hash,
+        block_height=pointer[1] if pointer else None,
+        is_erased=sealed.erased_at is not None,
+        erasure_reason=sealed.erasure_reason,
+        content=None,
+    )
+    if view.is_erased:
+        return view
+    if pointer is None:
+        view.errors.append("This entry is not on the chain.")
+        return view
+    payload = pointer[0]
+    pointers = payload.get("ciphertexts", {})
+    if payload.get("record") != sealed.id or payload.get("patient") != sealed.patient_pseudonym:
+        view.errors.append("The chain's entry belongs to another record.")
+        return view
+    parts: dict[str, dict] = {}
+    for section in sealed.sections:
+        context = SectionContext(
+            record_id=sealed.id, section=section.name, patient_pseudonym=sealed.patient_pseudonym
+        )
+        if section.error:
+            view.errors.append(section.error)
+            continue
+        expected = pointers.get(section.name)
+        if section.ciphertext is None or expected is None:
+            view.errors.append(f"{context.describe()} is missing.")
+            continue
+        if hashlib.sha256(section.ciphertext).hexdigest() != expected:
+            # Loud: someone changed or swapped the stored ciphertext.
+            logger.error(
+                "ciphertext does not match the chain's pointer: %s (tx %s)",
+                context.describe(),
+                sealed.tx_hash,
+            )
+            view.errors.append(
+                f"{context.describe()} does not match the chain's pointer: it was altered."
+            )
+            continue
+        try:
+            data_key = section.data_key
+            if data_key is None:
+                data_key = unwrap_for_recipient(
+                    section.recipient_blob or b"",
+                    recipient_private=recipient_private or b"",
+                    context=context,
+                )
+            plaintext = open_section(section.ciphertext, section.nonce, data_key, context)
+        except RecordCryptoError as error:
+            logger.error("record section does not decrypt: %s", error)
+            view.errors.append(str(error))
+            continue
+        if section.kind == RecordSection.Kind.ATTACHMENT:
+            header, _, body = plaintext.partition(b"\n")
+            meta = json.loads(header)
+            view.attachments.append(
+                Attachment(
+                    name=section.name,
+                    category=section.category,
+                    content_type=meta["content_type"],
+                    filename=meta["filename"],
+                    size=len(body),
+                    data=body,
+                )
+            )
+        else:
+            parts[section.level] = json.loads(plaintext)
+    if parts and not view.errors:
+        view.content = content_join(parts)
+    return view
+
+
+def _open_all(sealed: list[SealedRecord], recipient_private: bytes | None) -> list[RecordView]:
+    pointers = chain_pointers(item.tx_hash for item in sealed)
+    views = [_open_record(item, pointers.get(item.tx_hash), recipient_private) for item in sealed]
+    by_id = {view.id: view for view in views}
+    for view in views:
+        if view.amends_id in by_id:
+            by_id[view.amends_id].amended_by.append(view.id)
+    return views
+
+
+def records_for_staff(*, user: User, patient: Patient) -> list[RecordView]:
+    """A patient's records written at this hospital, newest first (staff only)."""
+    if not _is_staff(user):
+        raise Http404("No such page.")
+    tenant = _tenant()
+    records = (
+        Record.objects.filter(patient=patient)
+        .select_related("author")
+        .prefetch_related("sections")
+        .order_by("-created_at")
+    )
+    return _open_all([_seal_for_reader(record, tenant, None) for record in records], None)
+
+
+def patient_history_for_user(*, user: User) -> list[RecordView]:
+    """The signed-in patient's records from every hospital where they are linked."""
+    from medportal.exchange.services import records_for_patient
+
+    patient = patient_for_account(user=user)
+    sealed = records_for_patient(
+        requester_slug=_tenant().slug,
+        pseudonym=patient.pseudonym,
+        recipient_public=unb64(patient.encryption_public_key),
+    )
+    return _open_all(sealed, patient_encryption_key(patient))
+
+
+def record_view_for_user(*, user: User, record_id) -> RecordView:
+    """One record, for staff of its hospital or for its patient (from any linked
+    hospital, through the exchange); 404 otherwise."""
+    if _is_staff(user):
+        record = record_get_for_user(user=user, record_id=record_id)
+        return _open_all([_seal_for_reader(record, _tenant(), None)], None)[0]
+    for view in patient_history_for_user(user=user):
+        if view.id == str(record_id):
+            return view
+    raise Http404("No such record.")
+
+
+def attachment_open_for_user(*, user: User, record_id, name: str) -> tuple[bytes, str, str]:
+    """(bytes, filename, content type) of one attachment, after every check a
+    record read makes; 404 if the reader may not see it, ValueError if it is damaged."""
+    view = record_view_for_user(user=user, record_id=record_id)
+    if view.errors or view.is_erased:
+        raise Http404("This attachment cannot be shown.")
+    if not any(attachment.name == name for attachment in view.attachments):
+        raise Http404("No such attachment.")
+    attachment = next(item for item in view.attachments if item.name == name)
+    return attachment.data or b"", attachment.filename, attachment.content_type
