@@ -1,0 +1,105 @@
+"""Linking a patient's accounts at two hospitals with a one-time code."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from django.utils import timezone
+from django_tenants.utils import schema_context, tenant_context
+
+from chain.models import PendingTransaction
+from medportal.exchange.models import LinkCode
+from records.models import Patient
+from records.selectors import patient_history_for_user
+from records.services import (
+    LinkRefused,
+    PatientIdentity,
+    link_code_create,
+    link_code_redeem,
+    patient_create,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _new_patient(tenant, username, number):
+    with tenant_context(tenant):
+        return patient_create(
+            actor=None,
+            identity=PatientIdentity(
+                given_name="Sam",
+                family_name="Okafor",
+                sex="male",
+                birth_date=date(1990, 1, 2),
+                record_number=number,
+            ),
+            username=username,
+            password="correct-horse-battery-9",
+            must_change_password=False,
+        )
+
+
+def test_a_code_links_two_accounts_once_and_is_recorded_on_the_chain(alpha, beta):
+    at_alpha = _new_patient(alpha, "sam-a", "SA-1")
+    at_beta = _new_patient(beta, "sam-b", "SB-1")
+    old_beta_pseudonym = at_beta.pseudonym
+    with tenant_context(alpha):
+        issued = link_code_create(user=at_alpha.user)
+    with schema_context("public"):
+        stored = LinkCode.objects.get(pseudonym=at_alpha.pseudonym)
+        # Only the HMAC of the code is kept.
+        assert issued.code.replace("-", "") not in stored.code_digest
+    with tenant_context(beta):
+        linked = link_code_redeem(user=at_beta.user, code=issued.code.lower())
+        assert linked.pseudonym == at_alpha.pseudonym
+        assert linked.former_pseudonyms == [old_beta_pseudonym]
+        assert Patient.objects.get(pk=at_beta.pk).key_id == at_alpha.key_id
+        with pytest.raises(LinkRefused, match="not valid or has expired"):
+            link_code_redeem(user=at_beta.user, code=issued.code)
+    with schema_context("public"):
+        link_tx = PendingTransaction.objects.get(
+            kind="identity", payload__action="link", payload__tenant="beta",
+            payload__subject=at_alpha.pseudonym,
+        )
+        assert link_tx.payload["links"] == old_beta_pseudonym
+        assert "Sam" not in str(link_tx.payload) and "Okafor" not in str(link_tx.payload)
+
+
+def test_expired_or_same_hospital_codes_are_refused_and_nothing_changes(alpha, beta):
+    at_alpha = _new_patient(alpha, "sam-a", "SA-2")
+    at_beta = _new_patient(beta, "sam-b", "SB-2")
+    with tenant_context(alpha):
+        same_place = link_code_create(user=at_alpha.user)
+        with pytest.raises(LinkRefused, match="made at this hospital"):
+            link_code_redeem(user=at_alpha.user, code=same_place.code)
+        expired = link_code_create(user=at_alpha.user)
+    with schema_context("public"):
+        LinkCode.objects.filter(pseudonym=at_alpha.pseudonym).update(
+            expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    with tenant_context(beta):
+        with pytest.raises(LinkRefused, match="expired"):
+            link_code_redeem(user=at_beta.user, code=expired.code)
+        assert Patient.objects.get(pk=at_beta.pk).pseudonym == at_beta.pseudonym
+
+
+def test_five_wrong_codes_lock_linking(alpha, beta):
+    at_alpha = _new_patient(alpha, "sam-a", "SA-3")
+    at_beta = _new_patient(beta, "sam-b", "SB-3")
+    with tenant_context(beta):
+        for _ in range(5):
+            with pytest.raises(LinkRefused, match="not valid"):
+                link_code_redeem(user=at_beta.user, code="AAAAA-AAAAA")
+    with tenant_context(alpha):
+        good = link_code_create(user=at_alpha.user)
+    with tenant_context(beta):
+        with pytest.raises(LinkRefused, match="Too many wrong codes"):
+            link_code_redeem(user=at_beta.user, code=good.code)
+        assert Patient.objects.get(pk=at_beta.pk).pseudonym == at_beta.pseudonym
+
+
+def test_before_linking_a_patient_sees_nothing_from_the_other_hospital(alpha, beta):
+    at_beta = _new_patient(beta, "sam-b", "SB-4")
+    with tenant_context(beta):
+        assert patient_history_for_user(user=at_beta.user) == []
