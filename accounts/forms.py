@@ -24,6 +24,10 @@ class PersonCreateForm(forms.Form):
 
     def __init__(self, *args, actor, **kwargs):
         super().__init__(*args, **kwargs)
+        # Patients are registered with their encrypted profile on the records
+        # pages ("New patient"), not here: an account alone has no pseudonym.
         self.fields["role"].choices = [
-            (role, Role(role).label) for role in CREATABLE_ROLES.get(actor.role, ())
+            (role, Role(role).label)
+            for role in CREATABLE_ROLES.get(actor.role, ())
+            if role != Role.PATIENT
         ]

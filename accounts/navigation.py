@@ -38,6 +38,24 @@ NAV_ITEMS: tuple[NavItem, ...] = (
         (Role.ADMIN, Role.DOCTOR),
     ),
     NavItem(
+        "Patients",
+        "records:patient_list",
+        "Find a patient by record number or name, open their chart, add an entry.",
+        (Role.ADMIN, Role.DOCTOR),
+    ),
+    NavItem(
+        "My records",
+        "records:mine",
+        "Your records from every hospital you linked, and a summary to print.",
+        (Role.PATIENT,),
+    ),
+    NavItem(
+        "Link hospitals",
+        "records:link",
+        "Join your accounts at two hospitals so each shows all your records.",
+        (Role.PATIENT,),
+    ),
+    NavItem(
         "Chain",
         "chain:explorer",
         "The ledger: blocks, their transactions and how this copy verified.",

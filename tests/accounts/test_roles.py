@@ -13,7 +13,7 @@ from accounts.services import user_create
 from tests.conftest import PASSWORD, client_for, login_client, user_at
 
 NEW_PERSON = {
-    "role": "patient",
+    "role": "doctor",
     "first_name": "Sam",
     "last_name": "Taylor",
     "username": "s.taylor",
@@ -54,14 +54,14 @@ def test_anonymous_visitor_is_sent_to_sign_in(alpha):
     assert response["Location"] == "/accounts/login/?next=/accounts/people/"
 
 
-def test_doctor_adds_a_patient_who_must_then_change_password(alpha):
+def test_doctor_adds_a_colleague_who_must_then_change_password(alpha):
     client = login_client(alpha, "alpha-doctor")
     response = client.post("/accounts/people/new/", NEW_PERSON)
     assert response.status_code == 302
     assert response["Location"] == "/accounts/people/"
     person = user_at(alpha, "s.taylor")
     assert (person.role, person.get_full_name(), person.must_change_password) == (
-        "patient",
+        "doctor",
         "Sam Taylor",
         True,
     )
@@ -89,6 +89,15 @@ def test_doctor_cannot_add_an_admin_and_nothing_changes(alpha):
     before = usernames(alpha)
     client = login_client(alpha, "alpha-doctor")
     response = client.post("/accounts/people/new/", {**NEW_PERSON, "role": "admin"})
+    assert response.status_code == 400
+    assert b"Select a valid choice" in response.content
+    assert usernames(alpha) == before
+
+
+def test_patients_are_not_added_on_the_people_page_and_nothing_changes(alpha):
+    before = usernames(alpha)
+    client = login_client(alpha, "alpha-doctor")
+    response = client.post("/accounts/people/new/", {**NEW_PERSON, "role": "patient"})
     assert response.status_code == 400
     assert b"Select a valid choice" in response.content
     assert usernames(alpha) == before

@@ -30,6 +30,14 @@ class Command(BaseCommand):
         tenant = tenant_get_by_slug(options["tenant"])
         if tenant is None:
             raise CommandError(f"no tenant with slug {options['tenant']!r}", returncode=2)
+        if options["role"] == "patient":
+            # A patient needs an encrypted profile and keys on the chain, which
+            # only the records service makes (page "New patient" or the API).
+            raise CommandError(
+                "patients are registered by hospital staff with the New patient page "
+                "(/records/patients/new/) or POST /api/v1/patients/",
+                returncode=2,
+            )
         if options["password_stdin"]:
             password = sys.stdin.readline().rstrip("\n")
         else:
