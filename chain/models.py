@@ -10,6 +10,7 @@ DELETE in every schema.
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from chain.encoding import ENVELOPE_FIELDS, HEADER_FIELDS, fields_of
@@ -66,6 +67,18 @@ class SignedTransaction(models.Model):
         return fields_of(self, ENVELOPE_FIELDS)
 
 
+# The hub's exchange looks transactions up by who they are about: the patient
+# of a ``data`` transaction, the subject of an ``identity`` one.
+PAYLOAD_INDEXES = (("patient", "patient"), ("subject", "subject"))
+
+
+def _payload_indexes(prefix: str) -> list[models.Index]:
+    return [
+        models.Index("kind", KeyTransform(key, "payload"), name=f"{prefix}_{label}")
+        for key, label in PAYLOAD_INDEXES
+    ]
+
+
 class Transaction(SignedTransaction):
     block = models.ForeignKey(Block, on_delete=models.PROTECT, related_name="transactions")
     index = models.PositiveIntegerField()
@@ -76,6 +89,7 @@ class Transaction(SignedTransaction):
         constraints = [
             models.UniqueConstraint(fields=["block", "index"], name="chain_transaction_position"),
         ]
+        indexes = _payload_indexes("chain_tx")
 
 
 class PendingTransaction(SignedTransaction):
@@ -86,6 +100,7 @@ class PendingTransaction(SignedTransaction):
 
     class Meta:
         ordering = ["id"]
+        indexes = _payload_indexes("chain_pending")
 
 
 class Outbox(models.Model):

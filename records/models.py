@@ -83,7 +83,7 @@ class Record(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="records")
     # The pseudonym bound into this record's encryption (and its chain entry).
-    patient_pseudonym = models.CharField(max_length=64)
+    patient_pseudonym = models.CharField(max_length=64, db_index=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     author_pseudonym = models.CharField(max_length=64)
     amends = models.ForeignKey(
