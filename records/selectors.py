@@ -466,7 +466,14 @@ def record_view_for_user(*, user: User, record_id) -> RecordView:
     hospital, through the exchange); 404 otherwise."""
     if _is_staff(user):
         record = record_get_for_user(user=user, record_id=record_id)
-        return _open_all([_seal_for_reader(record, _tenant(), None)], None)[0]
+        view = _open_all([_seal_for_reader(record, _tenant(), None)], None)[0]
+        view.amended_by = [
+            str(pk)
+            for pk in Record.objects.filter(amends=record)
+            .order_by("created_at")
+            .values_list("pk", flat=True)
+        ]
+        return view
     for view in patient_history_for_user(user=user):
         if view.id == str(record_id):
             return view

@@ -156,8 +156,10 @@ def identity_clean(
         errors["birth_date"] = ["This field is required."]
     if born and not date(1900, 1, 1) <= born <= timezone.localdate():
         errors["birth_date"] = ["Enter a birth date between 1900 and today."]
-    if len(phone or "") > 40 or len(email or "") > 200:
-        errors["phone" if len(phone or "") > 40 else "email"] = ["Too long."]
+    if len(phone or "") > 40:
+        errors["phone"] = ["At most 40 characters."]
+    if len(email or "") > 200:
+        errors["email"] = ["At most 200 characters."]
     if errors:
         raise ValidationError(errors)
     return PatientIdentity(
