@@ -77,7 +77,7 @@ def _with_identity(patients: Iterable[Patient]) -> list[PatientRow]:
     for patient in patients:
         try:
             rows.append(PatientRow(patient, patient_identity(patient)))
-        except RecordCryptoError as error:
+        except (RecordCryptoError, ValueError) as error:
             logger.warning("patient identity does not open: %s", error)
             rows.append(PatientRow(patient, None, "The identity does not decrypt."))
     return rows
@@ -237,7 +237,9 @@ def _seal_for_reader(record: Record, tenant, recipient_public: bytes | None) -> 
                     data_key, recipient_public=recipient_public, context=context
                 )
         except (RecordCryptoError, ValueError) as error:
-            out.error = str(error)
+            # A retired key version's message names only the tenant: add the record.
+            message = str(error)
+            out.error = message if str(record.id) in message else f"{context.describe()}: {message}"
             continue
         try:
             # The store checks the blob against its name; the reader checks it

@@ -521,12 +521,13 @@ def record_erase(*, actor: User, record: Record, reason: str) -> Record:
 def kek_rotate_batch(*, to_version: int, batch: int = 500) -> int:
     """Re-wrap up to ``batch`` data keys (sections, then identities) not yet at
     ``to_version``; returns how many it did. Each batch commits on its own, so
-    an interrupted rotation resumes where it stopped."""
+    an interrupted rotation resumes where it stopped. Rows locked by a writer
+    are waited for, never skipped: 0 means nothing is left at another version."""
     tenant_slug = _hospital().slug
     done = 0
     with transaction.atomic():
         sections = list(
-            RecordSection.objects.select_for_update(skip_locked=True)
+            RecordSection.objects.select_for_update()
             .select_related("record")
             .filter(kek_version__isnull=False)
             .exclude(kek_version=to_version)
@@ -552,7 +553,7 @@ def kek_rotate_batch(*, to_version: int, batch: int = 500) -> int:
         return done
     with transaction.atomic():
         patients = list(
-            Patient.objects.select_for_update(skip_locked=True)
+            Patient.objects.select_for_update()
             .exclude(kek_version=to_version)
             .order_by("pk")[:batch]
         )
