@@ -162,7 +162,9 @@ class _Checker:
             return None
         return str(value)  # a plain string, never an enum member, for canonical JSON
 
-    def day(self, item: dict, key: str, path: str, *, required: bool) -> str | None:
+    def day(
+        self, item: dict, key: str, path: str, *, required: bool, future_ok: bool = False
+    ) -> str | None:
         value = item.get(key)
         if value in (None, ""):
             if required:
@@ -176,7 +178,7 @@ class _Checker:
             except ValueError:
                 self.fail(f"{path}.{key}", "Enter a date as YYYY-MM-DD.")
                 return None
-        if parsed > timezone.localdate():
+        if parsed > timezone.localdate() and not future_ok:
             self.fail(f"{path}.{key}", "This date is in the future.")
         if parsed.year < 1900:
             self.fail(f"{path}.{key}", "This date is before 1900.")
@@ -258,7 +260,8 @@ def content_clean(raw: Any) -> dict:
             "dose": check.text(item, "dose", path, limit=SHORT, required=True),
             "route": check.choice(item, "route", path, ROUTES),
             "frequency": check.text(item, "frequency", path, limit=SHORT, required=True),
-            "start": check.day(item, "start", path, required=True),
+            # A prescription may start tomorrow; a visit cannot have happened then.
+            "start": check.day(item, "start", path, required=True, future_ok=True),
             "stop": None,
         }
         stop = item.get("stop")

@@ -20,7 +20,7 @@ from datetime import date, timedelta
 import filetype
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
@@ -276,7 +276,13 @@ def patient_create(
         ),
     )
     patient.identity_tx_hash = pending.hash
-    patient.save()
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError:  # the same record number, registered at the same moment
+        raise ValidationError(
+            {"record_number": "A patient with this record number exists."}
+        ) from None
     return patient
 
 

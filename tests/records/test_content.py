@@ -77,6 +77,13 @@ def test_dates_required_not_in_future_and_stop_after_start():
     assert errors["medications.0.stop"] == ["The stop date is before the start date."]
 
 
+def test_a_prescription_may_start_in_the_future_but_a_visit_may_not_have():
+    tomorrow = (timezone.localdate() + timedelta(days=1)).isoformat()
+    medication = {"drug": "X", "dose": "1", "route": "oral", "frequency": "daily"}
+    clean = content_clean({"encounter": VISIT, "medications": [{**medication, "start": tomorrow}]})
+    assert clean["medications"][0]["start"] == tomorrow
+
+
 def test_unknown_fields_and_wrong_shapes_are_errors_not_crashes():
     assert _errors([]) == {"content": ["Must be an object."]}
     errors = _errors({"encounter": VISIT, "diagnoses": "I10", "secret": 1})

@@ -59,7 +59,9 @@ def test_a_code_links_two_accounts_once_and_is_recorded_on_the_chain(alpha, beta
             link_code_redeem(user=at_beta.user, code=issued.code)
     with schema_context("public"):
         link_tx = PendingTransaction.objects.get(
-            kind="identity", payload__action="link", payload__tenant="beta",
+            kind="identity",
+            payload__action="link",
+            payload__tenant="beta",
             payload__subject=at_alpha.pseudonym,
         )
         assert link_tx.payload["links"] == old_beta_pseudonym
