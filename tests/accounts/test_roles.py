@@ -253,3 +253,10 @@ def test_logout_needs_post_and_ends_the_session(alpha):
     assert client.get("/accounts/logout/").status_code == 405
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/api/v1/me").status_code == 401
+
+
+def test_add_person_page_sends_patient_registration_to_the_records_page(alpha):
+    response = login_client(alpha, "alpha-doctor").get("/accounts/people/new/")
+    assert response.status_code == 200
+    assert b'href="/records/patients/new/"' in response.content
+    assert b'value="patient"' not in response.content
