@@ -6,6 +6,7 @@ from records.apis import (
     PatientDetailApi,
     PatientFhirApi,
     PatientListCreateApi,
+    PatientSearchApi,
     RecordAmendApi,
     RecordDetailApi,
     RecordListCreateApi,
@@ -13,6 +14,7 @@ from records.apis import (
 
 api_urlpatterns: list = [
     path("patients/", PatientListCreateApi.as_view(), name="patients"),
+    path("patients/search", PatientSearchApi.as_view(), name="patients-search"),
     path("patients/<uuid:patient_id>/", PatientDetailApi.as_view(), name="patient"),
     path("patients/<uuid:patient_id>/fhir", PatientFhirApi.as_view(), name="patient-fhir"),
     path("records/", RecordListCreateApi.as_view(), name="records"),

@@ -134,14 +134,36 @@ def _content_invalid(error: ContentInvalid) -> Response:
 # --- Patients ---------------------------------------------------------------------
 
 
-class PatientListCreateApi(APIView):
-    """GET: this hospital's patients (``q``: an exact record number or full name).
-    POST: register a patient, optionally with a sign-in account."""
+class PatientSearchApi(APIView):
+    """POST ``{"q": ...}``: patients with exactly that record number or full name.
+
+    A POST, not ``GET ?q=``: names and record numbers must not reach URLs,
+    which end up in access logs and proxies."""
 
     permission_classes = [STAFF]
 
-    class FilterSerializer(serializers.Serializer):
-        q = serializers.CharField(required=False, allow_blank=True, default="")
+    class InputSerializer(serializers.Serializer):
+        q = serializers.CharField(max_length=200)
+
+    @extend_schema(
+        operation_id="patients_search",
+        request=InputSerializer,
+        responses=PatientOutputSerializer(many=True),
+    )
+    def post(self, request):
+        given = self.InputSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        rows = patient_list_for_user(user=request.user, query=given.validated_data["q"])
+        return Response(
+            PatientOutputSerializer([_patient_data(row) for row in rows], many=True).data
+        )
+
+
+class PatientListCreateApi(APIView):
+    """GET: this hospital's patients (search with ``POST patients/search``).
+    POST: register a patient, optionally with a sign-in account."""
+
+    permission_classes = [STAFF]
 
     @extend_schema_serializer(component_name="PatientCreate")
     class InputSerializer(serializers.Serializer):
@@ -157,15 +179,9 @@ class PatientListCreateApi(APIView):
             required=False, allow_blank=True, default="", write_only=True
         )
 
-    @extend_schema(
-        operation_id="patients_list",
-        parameters=[FilterSerializer],
-        responses=PatientOutputSerializer(many=True),
-    )
+    @extend_schema(operation_id="patients_list", responses=PatientOutputSerializer(many=True))
     def get(self, request):
-        query = self.FilterSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        rows = patient_list_for_user(user=request.user, query=query.validated_data["q"])
+        rows = patient_list_for_user(user=request.user)
         return Response(
             PatientOutputSerializer([_patient_data(row) for row in rows], many=True).data
         )

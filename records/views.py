@@ -128,10 +128,13 @@ def _entries(views: list[RecordView]) -> list[Entry]:
 
 
 @_signed_in_with(*STAFF)
+@require_http_methods(["GET", "POST"])
 def patient_list(request):
-    query = request.GET.get("q", "").strip()[:200]
-    icd10 = request.GET.get("icd10", "").strip()[:20]
-    drug = request.GET.get("drug", "").strip()[:200]
+    # Searches are POSTed: a name, record number or drug in a URL would end up
+    # in access logs, proxies and browser history.
+    query = request.POST.get("q", "").strip()[:200]
+    icd10 = request.POST.get("icd10", "").strip()[:20]
+    drug = request.POST.get("drug", "").strip()[:200]
     rows = patient_list_for_user(user=request.user, query=query)
     records, names = [], {}
     if icd10 or drug:

@@ -77,14 +77,24 @@ def test_staff_list_patients_with_identity(alpha):
 
 @pytest.mark.parametrize("query", ["A-100871", "Maria Garcia"])
 def test_staff_search_patients_by_exact_number_or_name(alpha, query):
-    response = login_client(alpha, "alpha-doctor").get("/api/v1/patients/", {"q": query})
+    response = login_client(alpha, "alpha-doctor").post(
+        "/api/v1/patients/search", {"q": query}, content_type="application/json"
+    )
     assert response.status_code == 200
     assert [row["record_number"] for row in response.json()] == ["A-100871"]
 
 
 def test_search_is_exact_only(alpha):
-    response = login_client(alpha, "alpha-doctor").get("/api/v1/patients/", {"q": "Maria"})
+    client = login_client(alpha, "alpha-doctor")
+    response = client.post(
+        "/api/v1/patients/search", {"q": "Maria"}, content_type="application/json"
+    )
     assert response.json() == []
+    # An empty query is a 400, and a GET query string filters nothing.
+    empty = client.post("/api/v1/patients/search", {"q": ""}, content_type="application/json")
+    assert empty.status_code == 400
+    everyone = client.get("/api/v1/patients/", {"q": "Maria"}).json()
+    assert len(everyone) > 1
 
 
 def test_staff_create_a_patient_with_an_account(alpha):
@@ -103,7 +113,9 @@ def test_staff_create_a_patient_with_an_account(alpha):
         patient = Patient.objects.get(pk=body["id"])
         assert patient.user.username == "ada-okafor"
         assert patient.user.role == "patient"
-    found = client.get("/api/v1/patients/", {"q": "Ada Okafor"}).json()
+    found = client.post(
+        "/api/v1/patients/search", {"q": "Ada Okafor"}, content_type="application/json"
+    ).json()
     assert [row["id"] for row in found] == [body["id"]]
     detail = client.get(f"/api/v1/patients/{body['id']}/")
     assert detail.status_code == 200

@@ -105,24 +105,31 @@ def test_doctor_sees_patient_list_and_chart_with_decrypted_content(alpha, doctor
 
 @pytest.mark.parametrize("query", ["A-100234", "li wei", "  Li   Wei "])
 def test_search_patients_by_exact_number_or_name(doctor, query):
-    page = doctor.get("/records/patients/", {"q": query}).content.decode()
+    page = doctor.post("/records/patients/", {"q": query}).content.decode()
     assert "Li Wei" in page and "Maria Garcia" not in page
 
 
 def test_search_patients_partial_name_finds_nobody(doctor):
-    page = doctor.get("/records/patients/", {"q": "Li"}).content.decode()
+    page = doctor.post("/records/patients/", {"q": "Li"}).content.decode()
     assert "Li Wei" not in page and "Nobody has exactly" in page
 
 
+def test_searches_are_posted_so_nothing_identifying_reaches_a_url(doctor):
+    page = doctor.get("/records/patients/", {"q": "A-100234"}).content.decode()
+    # A GET query string is ignored: the list shows everyone, unfiltered.
+    assert "Maria Garcia" in page and "Li Wei" in page
+    assert page.count('method="post" class="card search-form"') == 2
+
+
 def test_search_records_by_icd10_and_drug(doctor):
-    by_code = doctor.get("/records/patients/", {"icd10": "i10"}).content.decode()
+    by_code = doctor.post("/records/patients/", {"icd10": "i10"}).content.decode()
     assert "Records with i10" in by_code
     table = by_code.split("Records with", 1)[1].split("All patients", 1)[0]
     assert "Li Wei" in table and "Maria Garcia" not in table
-    by_drug = doctor.get("/records/patients/", {"drug": "metformin"}).content.decode()
+    by_drug = doctor.post("/records/patients/", {"drug": "metformin"}).content.decode()
     table = by_drug.split("Records with", 1)[1].split("All patients", 1)[0]
     assert "Maria Garcia" in table and "Li Wei" not in table
-    none = doctor.get("/records/patients/", {"icd10": "Z99.9"}).content.decode()
+    none = doctor.post("/records/patients/", {"icd10": "Z99.9"}).content.decode()
     assert "No records match" in none
 
 
@@ -160,7 +167,7 @@ def test_new_patient_form_creates_a_patient_with_an_account(alpha, doctor):
     assert response["Location"] == f"/records/patients/{patient.id}/"
     chart = doctor.get(response["Location"]).content.decode()
     assert "Ada Okafor" in chart and "A-200001" in chart
-    found = doctor.get("/records/patients/", {"q": "A-200001"}).content.decode()
+    found = doctor.post("/records/patients/", {"q": "A-200001"}).content.decode()
     assert "Ada Okafor" in found
 
 
