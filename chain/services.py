@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,7 +54,6 @@ from chain.verification import (
     blocks_with_transactions,
     identity_proof_bytes,
     link_proof_bytes,
-    verify_stream,
 )
 
 logger = logging.getLogger(__name__)
@@ -654,10 +654,10 @@ def replica_sync(
                 f"{tenant.slug}: block from the hub refused at height {step.refused.height}: "
                 f"{step.refused.reason}"
             )
+        if progress is not None and step.applied:
+            progress(height, step.target)
         if step.done:
             break
-        if progress is not None:
-            progress(height, step.target)
     return SyncResult(tenant=tenant.slug, applied=applied, height=height)
 
 
@@ -711,14 +711,7 @@ def _sync_step(*, tenant, up_to: int | None, chunk: int, fast: bool) -> _Step:
         if state.height >= target:
             _outbox_confirm(tenant, state.height)
             return _Step(applied=0, height=state.height, target=target, done=True)
-        if state.height >= 0:
-            verifier = ChainVerifier.resume(
-                height=state.height,
-                previous_hash=state.head_hash,
-                check_transaction_signatures=False,
-            )
-        else:
-            verifier = ChainVerifier(check_transaction_signatures=False)
+        verifier = _delivery_verifier(state)
         start, last = state.height, min(state.height + chunk, target)
         refused = None
         if fast:
@@ -731,22 +724,27 @@ def _sync_step(*, tenant, up_to: int | None, chunk: int, fast: bool) -> _Step:
                     f"{tenant.slug}: the hub's head is {target} but it serves no block after "
                     f"{start}; verify the hub's chain"
                 )
-            good, failure = verify_stream(
-                verifier, blocks_with_transactions(after=start, until=last)
-            )
-            if failure is not None or good is None or good.height != start + copied:
+            # One pass over the copied rows: verify each block, and note what the
+            # key registry and the pages need, without reading anything twice.
+            good = None
+            recent: deque = deque(maxlen=20)
+            for block, transactions in blocks_with_transactions(after=start, until=last):
+                try:
+                    verifier.check(block, transactions)
+                except BlockInvalid:
+                    raise _FastCopyRefused from None
+                identities = [t for t in transactions if t.kind == TransactionKind.IDENTITY]
+                if identities:
+                    _registered_keys_apply(identities, block.height)
+                good = block
+                recent.append(block)
+            if good is None or good.height != start + copied:
                 raise _FastCopyRefused
-            identities = Transaction.objects.filter(
-                block__height__gt=start, block__height__lte=last, kind=TransactionKind.IDENTITY
-            ).select_related("block")
-            for item in identities:
-                _registered_keys_apply([item], item.block.height)
             applied_now = copied
             state.height, state.head_hash = good.height, good.hash
-            recent = Block.objects.filter(height__gt=max(start, last - 20), height__lte=last)
             events = [
-                {"type": "block", "tenant": tenant.slug, "height": h, "hash": digest}
-                for h, digest in recent.order_by("height").values_list("height", "hash")
+                {"type": "block", "tenant": tenant.slug, "height": b.height, "hash": b.hash}
+                for b in recent
             ]
         else:
             batch = _hub_blocks(after=start, until=last, limit=chunk)
@@ -782,7 +780,33 @@ def _sync_step(*, tenant, up_to: int | None, chunk: int, fast: bool) -> _Step:
         _outbox_confirm(tenant, state.height)
         schema = tenant.schema_name
         transaction.on_commit(lambda: _chain_event(schema, events))
-    return _Step(applied=applied_now, height=state.height, target=target, refused=refused)
+    # Reached the target: no second round trip just to find nothing left.
+    done = refused is None and state.height >= target
+    return _Step(
+        applied=applied_now, height=state.height, target=target, refused=refused, done=done
+    )
+
+
+def _delivery_verifier(state: ChainState) -> ChainVerifier:
+    """A verifier resuming after the replica's head, checking hub signatures.
+
+    Authors' signatures were checked by the hub on accept (and by full
+    ``verify_chain`` runs), so delivery needs only the hub's key: loading every
+    registered key (one per patient, and growing) for each delivered block
+    would cost more than the rest of the delivery."""
+    if state.height < 0:
+        return ChainVerifier(check_transaction_signatures=False)
+    hub_key = (
+        RegisteredKey.objects.filter(owner_type=RegisteredKey.OwnerType.HUB)
+        .values_list("public_key", flat=True)
+        .first()
+    )
+    return ChainVerifier(
+        expected_height=state.height + 1,
+        previous_hash=state.head_hash,
+        hub_key=hub_key,
+        check_transaction_signatures=False,
+    )
 
 
 def replica_mark_failed(*, tenant, reason: str) -> None:

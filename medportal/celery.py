@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from celery.signals import worker_process_init
 from django.db import connection
 from tenant_schemas_celery.app import CeleryApp
 from tenant_schemas_celery.task import TenantTask as LibraryTenantTask
@@ -16,6 +17,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The project package is not an installed app; its tasks module is named here.
 app.conf.imports = ("medportal.tasks",)
+
+
+@worker_process_init.connect
+def _keep_database_connections(**kwargs) -> None:
+    """Workers keep their PostgreSQL connection between tasks (a new backend per
+    task costs several milliseconds, more than a whole block delivery); Django
+    still drops it when it is older than this or fails its health check."""
+    from django.conf import settings
+    from django.db import connections
+
+    for alias in connections:
+        connections[alias].settings_dict["CONN_MAX_AGE"] = settings.CELERY_DATABASE_CONN_MAX_AGE
+        connections[alias].settings_dict["CONN_HEALTH_CHECKS"] = True
 
 
 class TenantTaskInPublicSchema(RuntimeError):

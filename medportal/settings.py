@@ -152,6 +152,8 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "medportal")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Seconds a worker process keeps its database connection between tasks.
+CELERY_DATABASE_CONN_MAX_AGE = env_int("CELERY_DATABASE_CONN_MAX_AGE", 300)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Must exceed the longest task and ETA, or Redis re-delivers a running task.
