@@ -58,7 +58,8 @@ class PatientForm(forms.Form):
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Needed with a username; they change it when they first sign in.",
+        help_text="Needed with a username; at least 10 characters, not like the username "
+        "or the name, not only digits. They change it when they first sign in.",
     )
 
     IDENTITY_FIELDS = (

@@ -326,6 +326,10 @@ def my_records(request):
             "entries": _entries(views),
             "fhir_url": f"/api/v1/patients/{patient.id}/fhir",
             "hospitals": sorted({view.origin_name for view in views}),
+            # Linked: this account took another hospital's pseudonym, or another
+            # hospital's entries already show.
+            "is_linked": bool(patient.former_pseudonyms)
+            or len({view.origin_slug for view in views}) > 1,
         },
     )
 

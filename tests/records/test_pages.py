@@ -367,6 +367,12 @@ def test_patient_sees_records_from_both_hospitals(alpha, beta):
     li = _patient(alpha, "alpha-patient")
     assert f'href="/api/v1/patients/{li.id}/fhir"' in page
     assert "/records/mine/summary/" in page
+    assert "link your accounts" not in page
+
+
+def test_an_unlinked_patient_is_invited_to_link(alpha):
+    page = login_client(alpha, "alpha-patient-2").get("/records/mine/").content.decode()
+    assert "link your accounts" in page and "Wheeze at night" not in page
 
 
 def test_patient_summary(alpha):
