@@ -128,6 +128,15 @@ def patient_for_account(*, user: User) -> Patient:
     return patient
 
 
+def patient_display_name(*, user: User) -> str:
+    """The signed-in patient's own name, for the page header; "" if unknown."""
+    patient = Patient.objects.filter(user=user).first()
+    if patient is None:
+        return ""
+    row = _with_identity([patient])[0]
+    return row.identity.full_name if row.identity else ""
+
+
 def record_search_for_user(*, user: User, icd10: str = "", drug: str = "") -> list[Record]:
     """Records of this hospital with an exact ICD-10 code or drug name (blind index)."""
     if not _is_staff(user):

@@ -535,3 +535,9 @@ def test_chart_shows_integrity_error_and_erased_entries(alpha, doctor):
     chart = doctor.get(f"/records/patients/{maria.id}/").content.decode()
     assert "This entry was erased." in chart and "Written for the wrong patient" in chart
     assert doctor.get(f"/records/entries/{record.id}/amend/").status_code == 404
+
+
+def test_a_patients_name_in_the_header_comes_from_their_encrypted_profile(alpha):
+    page = login_client(alpha, "alpha-patient").get("/").content.decode()
+    assert "Li Wei · Patient" in page
+    assert "Welcome, Li Wei" in page
