@@ -179,7 +179,8 @@ def patient_new(request):
             except ValidationError as error:
                 form.add_validation_error(error)
             else:
-                messages.success(request, f"{identity.full_name} was registered.")
+                # No name: messages travel in a cookie or the session table.
+                messages.success(request, "The patient was registered.")
                 return redirect("records:patient_chart", patient_id=patient.id)
     status = 400 if request.method == "POST" else 200
     return render(request, "records/patient_new.html", {"form": form}, status=status)
