@@ -74,6 +74,7 @@ TENANT_APPS = [
     "accounts",
     "chain",
     "records",
+    "consent",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -178,6 +179,10 @@ CELERY_BEAT_SCHEDULE = {
     "chain-verify": {
         "task": "chain.tasks.chain_verify_task",
         "schedule": timedelta(seconds=env_int("CHAIN_VERIFY_INTERVAL_SECONDS", 300)),
+    },
+    "consent-access-log-anchor": {
+        "task": "consent.tasks.access_log_anchor_task",
+        "schedule": timedelta(seconds=env_int("ACCESS_LOG_ANCHOR_SECONDS", 60)),
     },
     "worker-heartbeat": {
         "task": "medportal.tasks.heartbeat",

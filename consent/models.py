@@ -1,0 +1,159 @@
+"""The access log, in each hospital's schema.
+
+An entry says who read (or tried to read) what, why, and what the answer was.
+It holds no patient PHI: the patient is a pseudonym, the record an id, the
+sections names, the reader a staff member's display name (or "the patient").
+``reason`` carries identifiers only (a grant's transaction hash, a rule's
+name), never record content.
+
+Entries are hash-chained in id order (``previous_hash``), and batches of them
+are anchored on the ledger by the Merkle root of their hashes
+(``AccessLogAnchor`` plus an ``anchor`` transaction). Both tables are
+append-only (a trigger refuses UPDATE, DELETE and TRUNCATE; migration 0002).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from chain.encoding import GENESIS_PREVIOUS_HASH, canonical_json, format_time, sha256_hex
+
+HEX64 = r"^[0-9a-f]{64}$"
+
+
+class Purpose(models.TextChoices):
+    TREATMENT = "treatment", "Treatment"
+    SECOND_OPINION = "second_opinion", "Second opinion"
+    RESEARCH = "research", "Research"
+    EMERGENCY = "emergency", "Emergency"
+    PATIENT_ACCESS = "patient_access", "The patient's own access"
+    ADMINISTRATION = "administration", "Administration"
+
+
+class Decision(models.TextChoices):
+    ALLOW = "allow", "Allowed"
+    DENY = "deny", "Denied"
+
+
+# Every column but ``hash``, in one place for the service that writes an entry
+# and the selector that re-hashes it. Changing this list changes every hash:
+# add a versioned list beside it instead.
+HASHED_FIELDS = (
+    "id",
+    "created_at",
+    "reader_name",
+    "reader_role",
+    "reader_tenant",
+    "reader_tenant_name",
+    "reader_pseudonym",
+    "patient_pseudonym",
+    "record_id",
+    "sections",
+    "purpose",
+    "decision",
+    "reason",
+    "is_emergency",
+    "previous_hash",
+)
+
+
+def access_log_entry_hash(values: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of an entry's ``HASHED_FIELDS``."""
+    body = {name: values[name] for name in HASHED_FIELDS}
+    body["created_at"] = format_time(body["created_at"])
+    # Plain str and list: TextChoices members and tuples encode the same, but
+    # values read back from the database are always these types.
+    body["purpose"] = str(body["purpose"])
+    body["decision"] = str(body["decision"])
+    body["sections"] = list(body["sections"])
+    return sha256_hex(canonical_json(body))
+
+
+class AccessLogEntry(models.Model):
+    """One read or denied attempt. ``id`` is the sequence number in the chain."""
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    reader_name = models.CharField(max_length=200)
+    reader_role = models.CharField(max_length=32)
+    reader_tenant = models.SlugField(max_length=40)
+    reader_tenant_name = models.CharField(max_length=200)
+    reader_pseudonym = models.CharField(max_length=64, blank=True)
+    patient_pseudonym = models.CharField(max_length=64, db_index=True)
+    # Blank for a read that is not about one record (a list of a patient's records).
+    record_id = models.CharField(max_length=64, blank=True)
+    sections = models.JSONField(default=list, blank=True)
+    purpose = models.CharField(max_length=32, choices=Purpose.choices)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    reason = models.TextField(blank=True)
+    is_emergency = models.BooleanField(default=False)
+    previous_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "access log entries"
+        constraints = [
+            # One successor per entry and one first entry: the chain cannot fork,
+            # whatever a writer that skipped the lock did.
+            models.UniqueConstraint(
+                fields=["previous_hash"], name="consent_accesslogentry_one_successor"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(purpose__in=Purpose.values),
+                name="consent_accesslogentry_purpose_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(decision__in=Decision.values),
+                name="consent_accesslogentry_decision_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(hash__regex=HEX64) & models.Q(previous_hash__regex=HEX64),
+                name="consent_accesslogentry_hashes_hex",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["patient_pseudonym", "-id"], name="consent_log_patient_newest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"access log entry {self.id}"
+
+    def hashed_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in HASHED_FIELDS}
+
+    @property
+    def is_first(self) -> bool:
+        return self.previous_hash == GENESIS_PREVIOUS_HASH
+
+
+class AccessLogAnchor(models.Model):
+    """Entries ``first_entry`` to ``last_entry`` (ids, inclusive) anchored on the
+    ledger: ``root`` is the Merkle root of their hashes in id order, and the
+    ``anchor`` transaction ``tx_hash`` carries the same range and root."""
+
+    first_entry = models.BigIntegerField(unique=True)
+    last_entry = models.BigIntegerField(unique=True)
+    root = models.CharField(max_length=64)
+    tx_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["first_entry"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(last_entry__gte=models.F("first_entry"))
+                & models.Q(first_entry__gte=1),
+                name="consent_accessloganchor_range_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(root__regex=HEX64) & models.Q(tx_hash__regex=HEX64),
+                name="consent_accessloganchor_hashes_hex",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"access log anchor {self.first_entry}-{self.last_entry}"
