@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.http import Http404
 from django_tenants.utils import get_public_schema_name, schema_context
 
@@ -30,6 +30,8 @@ from accounts.permissions import user_has_role
 from accounts.roles import Role
 from chain.encoding import unb64
 from chain.models import PendingTransaction, Transaction
+from consent.models import Decision, Purpose
+from consent.services import access_log_append
 from records.content import content_join
 from records.crypto import (
     RecordCryptoError,
@@ -40,7 +42,7 @@ from records.crypto import (
     unwrap_for_tenant,
     wrap_for_recipient,
 )
-from records.keys import blind_index, patient_encryption_key
+from records.keys import blind_index, patient_encryption_key, practitioner_pseudonym
 from records.models import Patient, Record, RecordIndex, RecordSection
 from records.services import PatientIdentity, patient_identity, record_store
 from records.store import StoreError
@@ -56,6 +58,80 @@ def _is_staff(user: User) -> bool:
 
 def _tenant():
     return connection.tenant
+
+
+# --- The access log ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who is reading, as the access log of the record's hospital records them."""
+
+    name: str
+    role: str
+    tenant_slug: str
+    tenant_name: str
+    pseudonym: str = ""
+
+    @property
+    def purpose(self) -> str:
+        return {
+            Role.DOCTOR: Purpose.TREATMENT,
+            Role.ADMIN: Purpose.ADMINISTRATION,
+            Role.PATIENT: Purpose.PATIENT_ACCESS,
+        }.get(self.role, Purpose.ADMINISTRATION)
+
+
+def reader_for(user: User) -> Reader:
+    tenant = _tenant()
+    if user.role == Role.PATIENT:
+        return Reader("the patient", user.role, tenant.slug, tenant.name)
+    return Reader(
+        user.display_name,
+        user.role,
+        tenant.slug,
+        tenant.name,
+        practitioner_pseudonym(tenant_slug=tenant.slug, user_id=user.pk),
+    )
+
+
+def access_log_reads(*, reader: Reader, sealed: Iterable[SealedRecord], reason: str) -> None:
+    """One "allow" entry per record read, in the current (the records') hospital."""
+    with transaction.atomic():
+        for item in sealed:
+            access_log_append(
+                reader_name=reader.name,
+                reader_role=reader.role,
+                reader_tenant=reader.tenant_slug,
+                reader_tenant_name=reader.tenant_name,
+                reader_pseudonym=reader.pseudonym,
+                patient_pseudonym=item.patient_pseudonym,
+                record_id=item.id,
+                sections=[section.name for section in item.sections],
+                purpose=reader.purpose,
+                decision=Decision.ALLOW,
+                reason=reason,
+            )
+
+
+def _access_log_denied(
+    *, user: User, patient_pseudonym: str, record_id: str = "", reason: str
+) -> None:
+    """A refused attempt, committed on its own so the refusal cannot roll it back."""
+    reader = reader_for(user)
+    with transaction.atomic():
+        access_log_append(
+            reader_name=reader.name,
+            reader_role=reader.role,
+            reader_tenant=reader.tenant_slug,
+            reader_tenant_name=reader.tenant_name,
+            reader_pseudonym=reader.pseudonym,
+            patient_pseudonym=patient_pseudonym,
+            record_id=record_id,
+            purpose=reader.purpose,
+            decision=Decision.DENY,
+            reason=reason,
+        )
 
 
 # --- Patients ---------------------------------------------------------------------
@@ -111,6 +187,8 @@ def patient_get_for_user(*, user: User, patient_id) -> PatientRow:
         patient = Patient.objects.filter(pk=patient_id).first()
     elif user_has_role(user, (Role.PATIENT,)):
         patient = Patient.objects.filter(pk=patient_id, user=user).first()
+        if patient is None:
+            _log_if_exists(user=user, patient_id=patient_id, reason="deny:not-own-profile")
     else:
         patient = None
     if patient is None:
@@ -171,11 +249,30 @@ def record_get_for_user(*, user: User, record_id) -> Record:
         record = records.filter(pk=record_id).first()
     elif user_has_role(user, (Role.PATIENT,)):
         record = records.filter(pk=record_id, patient__user=user).first()
+        if record is None:
+            _log_if_exists(user=user, record_id=record_id, reason="deny:not-own-record")
     else:
         record = None
     if record is None:
         raise Http404("No such record.")
     return record
+
+
+def _log_if_exists(*, user: User, reason: str, record_id=None, patient_id=None) -> None:
+    """Log a refused attempt at a record or patient that exists here (an id that
+    exists nowhere is just "not found", with nothing to log against)."""
+    if record_id is not None:
+        found = Record.objects.filter(pk=record_id).values_list("patient_pseudonym", flat=True)
+    else:
+        found = Patient.objects.filter(pk=patient_id).values_list("pseudonym", flat=True)
+    pseudonym = found.first()
+    if pseudonym is not None:
+        _access_log_denied(
+            user=user,
+            patient_pseudonym=pseudonym,
+            record_id=str(record_id or ""),
+            reason=reason,
+        )
 
 
 # --- Sealed records (what an origin hospital hands out) ---------------------------
@@ -275,16 +372,19 @@ def _seal_for_reader(record: Record, tenant, recipient_public: bytes | None) -> 
 
 
 def records_sealed_here(
-    *, tenant, pseudonyms: Iterable[str], recipient_public: bytes
+    *, tenant, pseudonyms: Iterable[str], recipient_public: bytes, reader: Reader
 ) -> list[SealedRecord]:
-    """Called by the hub's exchange inside an origin hospital's schema."""
+    """Called by the hub's exchange inside an origin hospital's schema; the reads
+    land in that hospital's access log."""
     records = (
         Record.objects.filter(patient_pseudonym__in=list(pseudonyms))
         .select_related("author")
         .prefetch_related("sections")
         .order_by("-created_at")
     )
-    return [_seal_for_reader(record, tenant, recipient_public) for record in records]
+    sealed = [_seal_for_reader(record, tenant, recipient_public) for record in records]
+    access_log_reads(reader=reader, sealed=sealed, reason="own-record")
+    return sealed
 
 
 # --- Opening (the reader's side) --------------------------------------------------
@@ -456,7 +556,9 @@ def records_for_staff(*, user: User, patient: Patient) -> list[RecordView]:
         .prefetch_related("sections")
         .order_by("-created_at")
     )
-    return _open_all([_seal_for_reader(record, tenant, None) for record in records], None)
+    sealed = [_seal_for_reader(record, tenant, None) for record in records]
+    access_log_reads(reader=reader_for(user), sealed=sealed, reason="default:own-hospital")
+    return _open_all(sealed, None)
 
 
 def patient_history_for_user(*, user: User) -> list[RecordView]:
@@ -468,6 +570,7 @@ def patient_history_for_user(*, user: User) -> list[RecordView]:
         requester_slug=_tenant().slug,
         pseudonym=patient.pseudonym,
         recipient_public=unb64(patient.encryption_public_key),
+        reader=reader_for(user),
     )
     return _open_all(sealed, patient_encryption_key(patient))
 
@@ -477,7 +580,9 @@ def record_view_for_user(*, user: User, record_id) -> RecordView:
     hospital, through the exchange); 404 otherwise."""
     if _is_staff(user):
         record = record_get_for_user(user=user, record_id=record_id)
-        view = _open_all([_seal_for_reader(record, _tenant(), None)], None)[0]
+        sealed = _seal_for_reader(record, _tenant(), None)
+        access_log_reads(reader=reader_for(user), sealed=[sealed], reason="default:own-hospital")
+        view = _open_all([sealed], None)[0]
         view.amended_by = [
             str(pk)
             for pk in Record.objects.filter(amends=record)
@@ -488,6 +593,8 @@ def record_view_for_user(*, user: User, record_id) -> RecordView:
     for view in patient_history_for_user(user=user):
         if view.id == str(record_id):
             return view
+    if user_has_role(user, (Role.PATIENT,)):
+        _log_if_exists(user=user, record_id=record_id, reason="deny:not-own-record")
     raise Http404("No such record.")
 
 

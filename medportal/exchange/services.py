@@ -76,8 +76,11 @@ def patient_origins(*, pseudonyms: Iterable[str]) -> list[Tenant]:
         return list(Tenant.objects.filter(slug__in=slugs, kind=TenantKind.HOSPITAL))
 
 
-def records_for_patient(*, requester_slug: str, pseudonym: str, recipient_public: bytes) -> list:
-    """The patient's records from every hospital, data keys re-wrapped for them.
+def records_for_patient(
+    *, requester_slug: str, pseudonym: str, recipient_public: bytes, reader
+) -> list:
+    """The patient's records from every hospital, data keys re-wrapped for them;
+    each origin hospital logs the reads (``reader``) in its access log.
 
     Returns ``records.selectors.SealedRecord`` items, newest first.
     """
@@ -89,7 +92,10 @@ def records_for_patient(*, requester_slug: str, pseudonym: str, recipient_public
         with schema_context(origin.schema_name):
             sealed.extend(
                 records_sealed_here(
-                    tenant=origin, pseudonyms=pseudonyms, recipient_public=recipient_public
+                    tenant=origin,
+                    pseudonyms=pseudonyms,
+                    recipient_public=recipient_public,
+                    reader=reader,
                 )
             )
     sealed.sort(key=lambda item: item.created_at, reverse=True)
