@@ -13,6 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 ENCODING_VERSION = 1
 GENESIS_PREVIOUS_HASH = "0" * 64
 
@@ -49,17 +51,42 @@ def _check(value: Any, path: str = "$") -> None:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8 (not ASCII-escaped)."""
     _check(value)
-    return _dumps(value)
+    return _encode_checked(value)
 
 
 def _dumps(value: Any) -> bytes:
+    """The reference encoder: what version 1 is defined by."""
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
 
 
+_SORT_KEYS = orjson.OPT_SORT_KEYS
+
+
+def _encode_checked(value: Any) -> bytes:
+    """``_dumps`` for a value ``_check`` accepts, through orjson where it can.
+
+    For such values (str keys; str, int, bool, None, lists and dicts, and
+    their plain subclasses such as TextChoices members or OrderedDict) orjson
+    writes the same bytes as the reference encoder:
+    compact separators, keys sorted by code point (UTF-8 byte order is code
+    point order), non-ASCII as UTF-8, the same escapes for control characters.
+    tests/chain/test_verification_speedups.py checks that property. What orjson
+    refuses (integers beyond 64 bits, nesting deeper than 254, lone surrogates)
+    goes to the reference encoder, so the result (or the error) is unchanged.
+    """
+    try:
+        return orjson.dumps(value, option=_SORT_KEYS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _dumps(value)
+
+
+_sha256 = hashlib.sha256
+
+
 def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return _sha256(data).hexdigest()
 
 
 def format_time(moment: datetime) -> str:
@@ -121,8 +148,37 @@ def transaction_hash(
     *, kind: str, author: str, payload: dict, timestamp: datetime, signature: str
 ) -> str:
     """SHA-256 over the signed body plus the signature (base64)."""
-    body = transaction_body(kind=kind, author=author, payload=payload, timestamp=timestamp)
-    return sha256_hex(canonical_json({**body, "signature": signature}))
+    # transaction_body plus the signature, built in one go (same keys, same order).
+    body = {
+        "v": ENCODING_VERSION,
+        "kind": kind,
+        "author": author,
+        "payload": payload,
+        "timestamp": format_time(timestamp),
+        "signature": signature,
+    }
+    _check(body)
+    return _sha256(_encode_checked(body)).hexdigest()
+
+
+def transaction_hash_checked(
+    kind: str, author: str, payload: Any, timestamp: datetime, signature: str
+) -> str:
+    """``transaction_hash`` for values already known to pass ``_check``: ``kind``,
+    ``author`` and ``signature`` are ``str`` and ``payload`` holds only JSON
+    values without floats (what the verifier reads from the database)."""
+    return _sha256(
+        _encode_checked(
+            {
+                "v": ENCODING_VERSION,
+                "kind": kind,
+                "author": author,
+                "payload": payload,
+                "timestamp": format_time(timestamp),
+                "signature": signature,
+            }
+        )
+    ).hexdigest()
 
 
 # --- Blocks ----------------------------------------------------------------------
@@ -158,3 +214,35 @@ def block_hash(*, hub_signature: str, **header_fields: Any) -> str:
     return sha256_hex(
         canonical_json({**block_header(**header_fields), "hub_signature": hub_signature})
     )
+
+
+def block_hash_of(
+    height: int,
+    previous_hash: str,
+    created_at: datetime,
+    proposer: str,
+    merkle_root: str,
+    transaction_count: int,
+    hub_signature: str,
+) -> str:
+    """``block_hash`` with positional fields, for the verifier's hot loop."""
+    body = {
+        "v": ENCODING_VERSION,
+        "height": height,
+        "previous_hash": previous_hash,
+        "created_at": format_time(created_at),
+        "proposer": proposer,
+        "merkle_root": merkle_root,
+        "transaction_count": transaction_count,
+        "hub_signature": hub_signature,
+    }
+    if (
+        type(height) is not int
+        or type(transaction_count) is not int
+        or type(previous_hash) is not str
+        or type(proposer) is not str
+        or type(merkle_root) is not str
+        or type(hub_signature) is not str
+    ):
+        _check(body)  # anything but the column types: validate as canonical_json does
+    return _sha256(_encode_checked(body)).hexdigest()

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+_sha256 = hashlib.sha256
+EMPTY_ROOT = _sha256(b"").hexdigest()
 
 
 def _leaf(item: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + item).digest()
+    return _sha256(b"\x00" + item).digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    return _sha256(b"\x01" + left + right).digest()
 
 
 def _split(count: int) -> int:
@@ -39,6 +40,8 @@ def _root(leaves: Sequence[bytes]) -> bytes:
 
 def merkle_root(items_hex: Sequence[str]) -> str:
     """Root of the tree whose leaves are the given hashes (hex)."""
+    if len(items_hex) == 1:  # most blocks: the root is the leaf hash
+        return _sha256(b"\x00" + bytes.fromhex(items_hex[0])).hexdigest()
     if not items_hex:
         return EMPTY_ROOT
     return _root([_leaf(bytes.fromhex(item)) for item in items_hex]).hex()

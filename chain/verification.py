@@ -3,21 +3,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
+import psycopg
+from django.db import connection
 
 from chain.encoding import (
     ENVELOPE_FIELDS,
     GENESIS_PREVIOUS_HASH,
     HEADER_FIELDS,
     EncodingError,
-    block_hash,
+    block_hash_of,
     block_signing_bytes,
     canonical_json,
     fields_of,
     transaction_hash,
+    transaction_hash_checked,
     transaction_signing_bytes,
 )
 from chain.keys import verify
@@ -104,7 +110,18 @@ class ChainVerifier:
             if item.index != position:
                 raise BlockInvalid(height, f"transaction {position} is missing or out of order")
             try:
-                recomputed = transaction_hash(**item.envelope())
+                if type(item) is TransactionRow and item.plain:
+                    recomputed = transaction_hash_checked(
+                        item.kind, item.author, item.payload, item.timestamp, item.signature
+                    )
+                else:
+                    recomputed = transaction_hash(
+                        kind=item.kind,
+                        author=item.author,
+                        payload=item.payload,
+                        timestamp=item.timestamp,
+                        signature=item.signature,
+                    )
             except EncodingError as error:
                 raise BlockInvalid(height, f"transaction {position}: {error}") from None
             if recomputed != item.hash:
@@ -113,14 +130,23 @@ class ChainVerifier:
             hashes.append(item.hash)
         if merkle_root(hashes) != block.merkle_root:
             raise BlockInvalid(height, "Merkle root does not match the transactions")
-        header = block.header_fields()
-        if block_hash(hub_signature=block.hub_signature, **header) != block.hash:
+        recomputed = block_hash_of(
+            height,
+            block.previous_hash,
+            block.created_at,
+            block.proposer,
+            block.merkle_root,
+            block.transaction_count,
+            block.hub_signature,
+        )
+        if recomputed != block.hash:
             raise BlockInvalid(height, "block hash does not match its contents")
         if height == 0:
             self._learn_genesis(transactions)
         if self.check_signatures:
             if self.hub_key is None:
                 raise BlockInvalid(height, "no hub key is known (genesis missing)")
+            header = block.header_fields()
             if not verify(self.hub_key, block.hub_signature, block_signing_bytes(**header)):
                 raise BlockInvalid(height, "hub signature is not valid")
         for item in transactions:
@@ -186,42 +212,137 @@ class TransactionRow(NamedTuple):
     index: int
     kind: str
     author: str
-    payload: dict
+    payload: Any
     timestamp: datetime
     signature: str
     hash: str
     encoding_version: int
+    # Set by blocks_with_transactions only: kind, author and signature are str
+    # (columns) and the payload holds no float, so canonical_json's _check would
+    # pass and the verifier may skip it.
+    plain: bool = False
 
     def envelope(self) -> dict:
         return fields_of(self, ENVELOPE_FIELDS)
 
 
+def _plain(value: Any) -> bool:
+    """No float anywhere in a value decoded from JSON (dicts, lists, scalars)."""
+    kind = type(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return kind is not float
+    for item in value:
+        kind = type(item)
+        if kind is float:
+            return False
+        if (kind is dict or kind is list) and not _plain(item):
+            return False
+    return True
+
+
+def _payload(text: str | None) -> tuple[Any, bool]:
+    """The payload as Django's JSONField reads it (``json.loads`` of jsonb's text),
+    and whether it is plain. orjson decodes the same text to the same values
+    except that it turns integers beyond 64 bits into floats: any float sends the
+    text back to ``json.loads``, so the value is always the reference one."""
+    if text is None:
+        return None, True
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text), False
+    if _plain(value):
+        return value, True
+    return json.loads(text), False
+
+
+# One statement per chunk (one snapshot): the blocks in a range of heights, each
+# with its transactions in index order (none: one row of NULLs). The plan must not
+# depend on fresh statistics (a chain just copied or built has none): a bounded
+# range on the height index, and per block a probe of the block_id index (the
+# OFFSET 0 keeps PostgreSQL from turning the lateral join into a hash join over
+# the whole transaction table, which would make each chunk cost the whole chain).
+_CHUNK_SQL = """
+SELECT b.id, b.height, b.previous_hash, b.created_at, b.proposer, b.merkle_root,
+       b.transaction_count, b.hub_signature, b.hash, b.encoding_version,
+       t.index, t.kind, t.author, t.payload, t.timestamp, t.signature, t.hash,
+       t.encoding_version
+FROM {block} AS b
+LEFT JOIN LATERAL (
+    SELECT index, kind, author, payload::text AS payload, timestamp, signature, hash,
+           encoding_version
+    FROM {transaction}
+    WHERE block_id = b.id
+    OFFSET 0
+) AS t ON true
+WHERE b.height > %s AND b.height <= %s
+ORDER BY b.height, t.index
+"""
+# Past a gap in the heights: where the next stored block is.
+_NEXT_SQL = "SELECT min(height) FROM {block} WHERE height > %s AND height <= %s"
+_MAX_HEIGHT = 2**63 - 1
+
+
+def _query(template: str, params: tuple) -> list[tuple]:
+    sql = template.format(
+        block=connection.ops.quote_name(Block._meta.db_table),
+        transaction=connection.ops.quote_name(Transaction._meta.db_table),
+    )
+    # Django's cursor sets the current tenant's search_path on the connection;
+    # the rows are read with a plain psycopg cursor (server-side parameters,
+    # psycopg's C loaders for times), skipping Django's per-value converters.
+    with connection.cursor():
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params, binary=True)
+            return cursor.fetchall()
+
+
 def blocks_with_transactions(
-    *, after: int = -1, until: int | None = None, chunk: int = 2000
+    *, after: int = -1, until: int | None = None, chunk: int = 5000
 ) -> Iterator[tuple[BlockRow, list[TransactionRow]]]:
     """Stream the current schema's blocks in height order, ``chunk`` at a time,
     so memory stays flat however long the chain grows. Rows are tuples, not
     model instances: verification is bound by how fast they are read."""
     last = after
-    while True:
-        query = Block.objects.filter(height__gt=last).order_by("height")
-        if until is not None:
-            query = query.filter(height__lte=until)
-        blocks = [BlockRow._make(row) for row in query.values_list(*BlockRow._fields)[:chunk]]
-        if not blocks:
-            return
-        by_block: dict[int, list[TransactionRow]] = {block.id: [] for block in blocks}
-        rows = (
-            Transaction.objects.filter(block_id__in=list(by_block))
-            .order_by("block_id", "index")
-            .values_list(*TransactionRow._fields)
-        )
+    upper = _MAX_HEIGHT if until is None else until
+    new_block = BlockRow._make
+    while last < upper:
+        top = min(last + chunk, upper)
+        rows = _query(_CHUNK_SQL, (last, top))
+        if not rows:
+            [(following,)] = _query(_NEXT_SQL, (top, upper))
+            if following is None:
+                return
+            last = following - 1
+            continue
+        block = None
+        items: list[TransactionRow] = []
         for row in rows:
-            item = TransactionRow._make(row)
-            by_block[item.block_id].append(item)
-        for block in blocks:
-            yield block, by_block[block.id]
-        last = blocks[-1].height
+            if block is None or row[0] != block.id:
+                if block is not None:
+                    yield block, items
+                block = new_block(row[:10])
+                items = []
+            if row[10] is not None:
+                payload, plain = _payload(row[13])
+                items.append(
+                    TransactionRow(
+                        row[0],
+                        row[10],
+                        row[11],
+                        row[12],
+                        payload,
+                        row[14],
+                        row[15],
+                        row[16],
+                        row[17],
+                        plain,
+                    )
+                )
+        yield block, items
+        last = top
 
 
 def verify_stream(
