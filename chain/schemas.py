@@ -280,9 +280,12 @@ AUTHOR_KINDS: dict[tuple[str, str], frozenset[str]] = {
             TransactionKind.DATA,
             TransactionKind.ANCHOR,
             TransactionKind.REQUEST,
+            TransactionKind.ACCESS,
         }
     ),
     ("tenant", "research"): frozenset({TransactionKind.REQUEST}),
+    # Patients sign their consent; hospitals sign only declared emergencies
+    # (checked in chain.services._check_access).
     ("patient", "hospital"): frozenset({TransactionKind.ACCESS}),
 }
 

@@ -250,6 +250,41 @@ def _check_identity(envelope: Envelope, author: RegisteredKey) -> None:
             raise TransactionRejected("identity: this key is already registered")
 
 
+def _patient_linked_at(author: RegisteredKey, tenant_slug: str) -> bool:
+    """A patient's key acts at every hospital where the patient linked an account."""
+    if author.owner_type != RegisteredKey.OwnerType.PATIENT:
+        return False
+    query = {
+        "kind": TransactionKind.IDENTITY,
+        "payload__action": "link",
+        "payload__subject": author.owner,
+        "payload__tenant": tenant_slug,
+    }
+    return (
+        Transaction.objects.filter(**query).exists()
+        or PendingTransaction.objects.filter(**query).exists()
+    )
+
+
+def _check_access(envelope: Envelope, author: RegisteredKey) -> None:
+    """Consent is the patient's: a grant or revocation must be signed with the
+    patient's own registered key. The one exception is a declared emergency,
+    which the doctor's hospital signs (and must give a reason for)."""
+    payload = envelope.payload
+    if payload["purpose"] == "emergency":
+        if author.owner_type != RegisteredKey.OwnerType.TENANT:
+            raise TransactionRejected("access: an emergency is declared by the hospital")
+        if payload["grantee"]["type"] != "practitioner" or "reason_hash" not in payload:
+            raise TransactionRejected("access: an emergency names the doctor and a reason")
+        if payload.get("expires_at") is None:
+            raise TransactionRejected("access: an emergency access must expire")
+        return
+    if author.owner_type != RegisteredKey.OwnerType.PATIENT:
+        raise TransactionRejected("access: consent must be signed with the patient's own key")
+    if author.owner != payload["patient"]:
+        raise TransactionRejected("access: a patient grants access to their own records only")
+
+
 def _check_envelope(envelope: Envelope, author: RegisteredKey | None, submitted_by: str) -> str:
     """Every rule but uniqueness; returns the transaction's hash."""
     if envelope.kind not in TransactionKind.values:
@@ -264,8 +299,10 @@ def _check_envelope(envelope: Envelope, author: RegisteredKey | None, submitted_
         raise TransactionRejected(
             f"a {author.owner_type} key may not author {envelope.kind!r} transactions"
         )
-    if submitted_by != author.tenant:
+    if submitted_by != author.tenant and not _patient_linked_at(author, submitted_by):
         raise TransactionRejected("the author's key does not belong to the submitting tenant")
+    if envelope.kind == TransactionKind.ACCESS:
+        _check_access(envelope, author)
     try:
         message, digest = _signing_bytes_and_hash(envelope)
     except EncodingError as error:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,8 +30,11 @@ from accounts.permissions import user_has_role
 from accounts.roles import Role
 from chain.encoding import unb64
 from chain.models import PendingTransaction, Transaction
-from consent.models import Decision, Purpose
+from consent.models import Decision as LogDecision
+from consent.models import Purpose
+from consent.policy import Decision, Requester, SectionRef, access_decide, grants_current
 from consent.services import access_log_append
+from records.categories import CATEGORY_LEVEL
 from records.content import content_join
 from records.crypto import (
     RecordCryptoError,
@@ -96,22 +99,35 @@ def reader_for(user: User) -> Reader:
 
 
 def access_log_reads(*, reader: Reader, sealed: Iterable[SealedRecord], reason: str) -> None:
-    """One "allow" entry per record read, in the current (the records') hospital."""
+    """Log each record read in the current (the records') hospital: one "allow"
+    entry for the sections opened and one "deny" entry for those withheld, each
+    with the policy's reasons (``reason`` where no policy answer is attached)."""
     with transaction.atomic():
         for item in sealed:
-            access_log_append(
-                reader_name=reader.name,
-                reader_role=reader.role,
-                reader_tenant=reader.tenant_slug,
-                reader_tenant_name=reader.tenant_name,
-                reader_pseudonym=reader.pseudonym,
-                patient_pseudonym=item.patient_pseudonym,
-                record_id=item.id,
-                sections=[section.name for section in item.sections],
-                purpose=reader.purpose,
-                decision=Decision.ALLOW,
-                reason=reason,
-            )
+            opened = [section for section in item.sections if not section.is_withheld]
+            withheld = [section for section in item.sections if section.is_withheld]
+            for sections, decision in ((opened, LogDecision.ALLOW), (withheld, LogDecision.DENY)):
+                if not sections and (decision == LogDecision.DENY or item.sections):
+                    continue
+                reasons = sorted(
+                    {section.decision.reason for section in sections if section.decision}
+                ) or [reason]
+                access_log_append(
+                    reader_name=reader.name,
+                    reader_role=reader.role,
+                    reader_tenant=reader.tenant_slug,
+                    reader_tenant_name=reader.tenant_name,
+                    reader_pseudonym=reader.pseudonym,
+                    patient_pseudonym=item.patient_pseudonym,
+                    record_id=item.id,
+                    sections=[section.name for section in sections],
+                    purpose=reader.purpose,
+                    decision=decision,
+                    reason=";".join(reasons)[:500],
+                    is_emergency=any(
+                        section.decision and section.decision.is_emergency for section in sections
+                    ),
+                )
 
 
 def _access_log_denied(
@@ -129,7 +145,7 @@ def _access_log_denied(
             patient_pseudonym=patient_pseudonym,
             record_id=record_id,
             purpose=reader.purpose,
-            decision=Decision.DENY,
+            decision=LogDecision.DENY,
             reason=reason,
         )
 
@@ -293,6 +309,13 @@ class SealedSection:
     data_key: bytes | None = field(repr=False, default=None)
     recipient_blob: bytes | None = field(repr=False, default=None)
     error: str = ""
+    # The policy's answer for this reader; a withheld section carries no key
+    # and no ciphertext.
+    decision: Decision | None = None
+
+    @property
+    def is_withheld(self) -> bool:
+        return self.decision is not None and not self.decision.allowed
 
 
 @dataclass
@@ -311,7 +334,25 @@ class SealedRecord:
     sections: list[SealedSection]
 
 
-def _seal_for_reader(record: Record, tenant, recipient_public: bytes | None) -> SealedRecord:
+def section_ref(record: Record, section: RecordSection, origin: str) -> SectionRef:
+    """A section as the policy sees it: its level and the categories inside it."""
+    if section.kind == RecordSection.Kind.ATTACHMENT:
+        categories: tuple[str, ...] = (section.category,)
+    else:
+        categories = tuple(c for c in record.categories if CATEGORY_LEVEL[c] == section.level)
+    return SectionRef(
+        origin=origin, level=section.level, categories=categories, author=record.author_pseudonym
+    )
+
+
+def _seal_for_reader(
+    record: Record,
+    tenant,
+    recipient_public: bytes | None,
+    decide: Callable[[SectionRef], Decision] | None = None,
+) -> SealedRecord:
+    """A record's sections ready for one reader: ``decide`` (the policy) is asked
+    for each section, and a refused one is handed out without key or ciphertext."""
     store = record_store(tenant.schema_name)
     sections = []
     for section in record.sections.all():
@@ -327,6 +368,10 @@ def _seal_for_reader(record: Record, tenant, recipient_public: bytes | None) -> 
         sections.append(out)
         if record.is_erased or section.tenant_wrap is None:
             continue
+        if decide is not None:
+            out.decision = decide(section_ref(record, section, tenant.slug))
+            if not out.decision.allowed:
+                continue
         context = SectionContext(
             record_id=str(record.id),
             section=section.name,
@@ -419,6 +464,8 @@ class RecordView:
     attachments: list[Attachment] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     amended_by: list[str] = field(default_factory=list)
+    # Sections the reader may not see (the policy refused them): named, not shown.
+    withheld: list[str] = field(default_factory=list)
 
     @property
     def has_integrity_error(self) -> bool:
@@ -484,6 +531,9 @@ def _open_record(
         context = SectionContext(
             record_id=sealed.id, section=section.name, patient_pseudonym=sealed.patient_pseudonym
         )
+        if section.is_withheld:
+            view.withheld.append(section.name)
+            continue
         if section.error:
             view.errors.append(section.error)
             continue
@@ -556,9 +606,26 @@ def records_for_staff(*, user: User, patient: Patient) -> list[RecordView]:
         .prefetch_related("sections")
         .order_by("-created_at")
     )
-    sealed = [_seal_for_reader(record, tenant, None) for record in records]
+    decide = _staff_decider(user=user, pseudonyms=frozenset(patient.pseudonyms))
+    sealed = [_seal_for_reader(record, tenant, None, decide) for record in records]
     access_log_reads(reader=reader_for(user), sealed=sealed, reason="default:own-hospital")
     return _open_all(sealed, None)
+
+
+def _staff_decider(*, user: User, pseudonyms: frozenset[str]) -> Callable[[SectionRef], Decision]:
+    """The policy for one staff member reading one patient: grants fetched once."""
+    reader = reader_for(user)
+    requester = Requester(
+        role=user.role, tenant_slug=reader.tenant_slug, practitioner=reader.pseudonym
+    )
+    grants = grants_current(patient_pseudonyms=pseudonyms)
+
+    def decide(section: SectionRef) -> Decision:
+        return access_decide(
+            requester=requester, patient_pseudonyms=pseudonyms, section=section, grants=grants
+        )
+
+    return decide
 
 
 def patient_history_for_user(*, user: User) -> list[RecordView]:
@@ -580,7 +647,8 @@ def record_view_for_user(*, user: User, record_id) -> RecordView:
     hospital, through the exchange); 404 otherwise."""
     if _is_staff(user):
         record = record_get_for_user(user=user, record_id=record_id)
-        sealed = _seal_for_reader(record, _tenant(), None)
+        decide = _staff_decider(user=user, pseudonyms=frozenset(record.patient.pseudonyms))
+        sealed = _seal_for_reader(record, _tenant(), None, decide)
         access_log_reads(reader=reader_for(user), sealed=[sealed], reason="default:own-hospital")
         view = _open_all([sealed], None)[0]
         view.amended_by = [

@@ -38,7 +38,21 @@ def test_a_doctor_reading_a_chart_is_logged_per_record(alpha):
         (e.reader_name, e.reader_role, e.reader_tenant, e.purpose, e.decision) for e in entries
     } == {("Ana Alvarez", "doctor", "alpha", "treatment", "allow")}
     assert all(entry.patient_pseudonym == li.pseudonym for entry in entries)
-    assert all(entry.reason == "default:own-hospital" for entry in entries)
+    # alpha-doctor wrote every demo entry of Li Wei at alpha.
+    assert all(entry.reason == "default:author" for entry in entries)
+
+
+def test_an_admin_reads_by_the_own_hospital_rule_for_administration(alpha):
+    before = _last_id(alpha)
+    with tenant_context(alpha):
+        admin = User.objects.get(username="alpha-admin")
+        li = Patient.objects.get(user__username="alpha-patient")
+        records_for_staff(user=admin, patient=li)
+    entries = _new_entries(alpha, before)
+    assert entries
+    assert {(e.reason, e.purpose, e.decision) for e in entries} == {
+        ("default:own-hospital", "administration", "allow")
+    }
 
 
 def test_a_patients_history_from_beta_is_logged_at_each_origin(alpha, beta):

@@ -1,0 +1,124 @@
+"""Writes about consent: a patient grants or revokes access, signed with their key.
+
+A grant is an ``access`` transaction: patient pseudonym, grantee (a doctor by
+practitioner pseudonym, or a whole hospital by slug), categories, purpose,
+optional expiry. A revocation is a later ``access`` transaction for the same
+grantee and purpose with no categories: the latest one wins
+(``consent.policy.grants_current``). The hub refuses an ``access`` transaction
+that is not signed by the patient's own registered key.
+
+Until the consent issue's password-wrapped keys land, the patient's signing
+key is the one the portal holds for them (``records.keys``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.permissions import user_has_role
+from accounts.roles import Role
+from chain.encoding import format_time
+from chain.models import PendingTransaction, TransactionKind
+from chain.services import envelope_sign, transactions_accept
+from records.categories import Category, Level, categories_at
+from records.keys import patient_signing_key
+from records.models import Patient
+
+PURPOSES = ("treatment", "second_opinion", "research")
+GRANTEE_TYPES = ("practitioner", "tenant")
+
+
+def categories_expand(selection: Iterable[str]) -> list[str]:
+    """Category names and whole levels (``"normal"``…) → category names, in table order."""
+    wanted: set[str] = set()
+    for name in selection:
+        if name in Level.values:
+            wanted.update(categories_at(name))
+        elif name in Category.values:
+            wanted.add(name)
+        else:
+            raise ValidationError({"categories": [f"{name!r} is not a category or a level."]})
+    return [category for category in Category.values if category in wanted]
+
+
+def _patient_for(user: User) -> Patient:
+    if not user_has_role(user, (Role.PATIENT,)):
+        raise PermissionDenied("Only patients grant access to their records.")
+    patient = Patient.objects.filter(user=user).first()
+    if patient is None:
+        raise PermissionDenied("This account has no patient profile.")
+    return patient
+
+
+def _submit(patient: Patient, payload: dict) -> PendingTransaction:
+    envelope = envelope_sign(
+        kind=TransactionKind.ACCESS,
+        payload=payload,
+        key=patient,  # has the key_id; the private key is given below
+        private=patient_signing_key(patient),
+    )
+    return transactions_accept(envelopes=[envelope], submitted_by=connection.tenant.slug)[0]
+
+
+@transaction.atomic
+def consent_grant(
+    *,
+    user: User,
+    grantee_type: str,
+    grantee_id: str,
+    categories: Iterable[str],
+    purpose: str = "treatment",
+    expires_at: datetime | None = None,
+) -> PendingTransaction:
+    """The signed-in patient lets a doctor or a hospital read these categories."""
+    patient = _patient_for(user)
+    errors: dict[str, list[str]] = {}
+    if grantee_type not in GRANTEE_TYPES:
+        errors["grantee_type"] = ["Choose a doctor or a hospital."]
+    if not grantee_id or len(grantee_id) > 64:
+        errors["grantee_id"] = ["Choose who may read."]
+    if purpose not in PURPOSES:
+        errors["purpose"] = [f"Choose one of: {', '.join(PURPOSES)}."]
+    if expires_at is not None and expires_at <= timezone.now():
+        errors["expires_at"] = ["The expiry must be in the future."]
+    if errors:
+        raise ValidationError(errors)
+    chosen = categories_expand(categories)
+    if not chosen:
+        raise ValidationError({"categories": ["Choose at least one category."]})
+    return _submit(
+        patient,
+        {
+            "patient": patient.pseudonym,
+            "grantee": {"type": grantee_type, "id": grantee_id},
+            "categories": chosen,
+            "purpose": purpose,
+            "expires_at": format_time(expires_at) if expires_at else None,
+        },
+    )
+
+
+@transaction.atomic
+def consent_revoke(
+    *, user: User, grantee_type: str, grantee_id: str, purpose: str = "treatment"
+) -> PendingTransaction:
+    """Withdraw a grant: from the next read on, the grantee is refused."""
+    patient = _patient_for(user)
+    if grantee_type not in GRANTEE_TYPES or purpose not in PURPOSES or not grantee_id:
+        raise ValidationError({"grant": ["There is no such grant to revoke."]})
+    return _submit(
+        patient,
+        {
+            "patient": patient.pseudonym,
+            "grantee": {"type": grantee_type, "id": grantee_id},
+            "categories": [],
+            "purpose": purpose,
+            "expires_at": None,
+        },
+    )
