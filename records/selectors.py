@@ -44,6 +44,7 @@ from records.crypto import (
     unwrap_for_recipient,
     unwrap_for_tenant,
     wrap_for_recipient,
+    wrap_for_tenant,
 )
 from records.keys import blind_index, patient_encryption_key, practitioner_pseudonym
 from records.models import Patient, Record, RecordIndex, RecordSection
@@ -308,6 +309,8 @@ class SealedSection:
     # hospital) or an HPKE blob for the patient (a read through the exchange).
     data_key: bytes | None = field(repr=False, default=None)
     recipient_blob: bytes | None = field(repr=False, default=None)
+    # Or the data key wrapped for the asking hospital's KEK (a doctor elsewhere).
+    hospital_wrap: WrappedKey | None = field(repr=False, default=None)
     error: str = ""
     # The policy's answer for this reader; a withheld section carries no key
     # and no ciphertext.
@@ -350,6 +353,7 @@ def _seal_for_reader(
     tenant,
     recipient_public: bytes | None,
     decide: Callable[[SectionRef], Decision] | None = None,
+    for_hospital: str | None = None,
 ) -> SealedRecord:
     """A record's sections ready for one reader: ``decide`` (the policy) is asked
     for each section, and a refused one is handed out without key or ciphertext."""
@@ -381,7 +385,9 @@ def _seal_for_reader(
             data_key = unwrap_for_tenant(
                 WrappedKey.from_dict(section.tenant_wrap), tenant=tenant.slug, context=context
             )
-            if recipient_public is None:
+            if for_hospital is not None:
+                out.hospital_wrap = wrap_for_tenant(data_key, tenant=for_hospital, context=context)
+            elif recipient_public is None:
                 out.data_key = data_key
             else:
                 out.recipient_blob = wrap_for_recipient(
@@ -414,6 +420,31 @@ def _seal_for_reader(
         erasure_reason=record.erasure_reason,
         sections=sections,
     )
+
+
+def records_sealed_for_hospital(
+    *,
+    tenant,
+    pseudonyms: Iterable[str],
+    requester_slug: str,
+    reader: Reader,
+    decide: Callable[[SectionRef], Decision],
+) -> list[SealedRecord]:
+    """Called by the hub's exchange inside an origin hospital's schema for a doctor
+    of ``requester_slug``: allowed sections re-wrapped for that hospital, every
+    read and refusal logged here."""
+    records = (
+        Record.objects.filter(patient_pseudonym__in=list(pseudonyms))
+        .select_related("author")
+        .prefetch_related("sections")
+        .order_by("-created_at")
+    )
+    sealed = [
+        _seal_for_reader(record, tenant, None, decide, for_hospital=requester_slug)
+        for record in records
+    ]
+    access_log_reads(reader=reader, sealed=sealed, reason="exchange")
+    return sealed
 
 
 def records_sealed_here(
@@ -554,6 +585,10 @@ def _open_record(
             continue
         try:
             data_key = section.data_key
+            if data_key is None and section.hospital_wrap is not None:
+                data_key = unwrap_for_tenant(
+                    section.hospital_wrap, tenant=_tenant().slug, context=context
+                )
             if data_key is None:
                 data_key = unwrap_for_recipient(
                     section.recipient_blob or b"",
@@ -626,6 +661,25 @@ def _staff_decider(*, user: User, pseudonyms: frozenset[str]) -> Callable[[Secti
         )
 
     return decide
+
+
+def records_elsewhere_for_staff(*, user: User, patient: Patient) -> list[RecordView]:
+    """This patient's entries at other hospitals, as far as the policy lets this
+    doctor or admin read them (through the hub's exchange). Entries the patient
+    has not shared come back with every section withheld: the doctor sees that
+    they exist, where and when, and can ask the patient for access."""
+    from medportal.exchange.services import records_for_practitioner
+
+    if not _is_staff(user):
+        raise Http404("No such page.")
+    reader = reader_for(user)
+    requester = Requester(
+        role=user.role, tenant_slug=reader.tenant_slug, practitioner=reader.pseudonym
+    )
+    sealed = records_for_practitioner(
+        requester=requester, reader=reader, pseudonym=patient.pseudonym
+    )
+    return _open_all(sealed, None)
 
 
 def patient_history_for_user(*, user: User) -> list[RecordView]:

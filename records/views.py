@@ -20,7 +20,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import user_has_role
 from accounts.roles import Role
-from records.categories import Category
+from records.categories import Category, Level
 from records.content import UNIT_LABELS, VITAL_SIGNS, ContentInvalid, content_clean
 from records.forms import EntryForm, PatientForm
 from records.selectors import (
@@ -33,6 +33,7 @@ from records.selectors import (
     record_get_for_user,
     record_search_for_user,
     record_view_for_user,
+    records_elsewhere_for_staff,
     records_for_staff,
 )
 from records.services import (
@@ -86,6 +87,16 @@ class Entry:
     @property
     def content(self):
         return self.view.content
+
+    @property
+    def withheld_labels(self) -> list[str]:
+        """ "Very restricted", "an attachment"… for the sections not shared."""
+        labels = []
+        for name in self.view.withheld:
+            label = Level(name).label.lower() if name in Level.values else "an attachment"
+            if label not in labels:
+                labels.append(label)
+        return labels
 
 
 def _category_label(value: str) -> str:
@@ -190,6 +201,7 @@ def patient_new(request):
 def patient_chart(request, patient_id):
     row = patient_get_for_user(user=request.user, patient_id=patient_id)
     views = records_for_staff(user=request.user, patient=row.patient)
+    elsewhere = records_elsewhere_for_staff(user=request.user, patient=row.patient)
     return render(
         request,
         "records/patient_chart.html",
@@ -197,6 +209,7 @@ def patient_chart(request, patient_id):
             "row": row,
             "identity": row.identity,
             "entries": _entries(views),
+            "elsewhere": _entries(elsewhere),
             "can_write": user_has_role(request.user, (Role.DOCTOR,)),
         },
     )

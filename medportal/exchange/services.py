@@ -100,3 +100,44 @@ def records_for_patient(
             )
     sealed.sort(key=lambda item: item.created_at, reverse=True)
     return sealed
+
+
+def records_for_practitioner(*, requester, reader, pseudonym: str) -> list:
+    """Another hospital's records of a patient, for a doctor or admin of ``requester``.
+
+    The asking hospital must hold an account for the patient (their pseudonym
+    is registered or linked there). Each origin hospital asks the policy about
+    every section (``consent.policy``), logs the read and the refusals in its
+    access log, and re-wraps the data keys of the allowed sections for the
+    asking hospital's key-encryption key. Refused sections travel without key
+    or ciphertext, so the asking doctor sees that they exist and no more.
+    """
+    from consent.policy import access_decide, grants_current
+    from records.selectors import records_sealed_for_hospital
+
+    pseudonyms = frozenset(
+        patient_pseudonyms(requester_slug=requester.tenant_slug, pseudonym=pseudonym)
+    )
+    grants = grants_current(patient_pseudonyms=pseudonyms)
+
+    def decide(section):
+        return access_decide(
+            requester=requester, patient_pseudonyms=pseudonyms, section=section, grants=grants
+        )
+
+    sealed = []
+    for origin in patient_origins(pseudonyms=pseudonyms):
+        if origin.slug == requester.tenant_slug:
+            continue  # the hospital's own records are read directly
+        with schema_context(origin.schema_name):
+            sealed.extend(
+                records_sealed_for_hospital(
+                    tenant=origin,
+                    pseudonyms=pseudonyms,
+                    requester_slug=requester.tenant_slug,
+                    reader=reader,
+                    decide=decide,
+                )
+            )
+    sealed.sort(key=lambda item: item.created_at, reverse=True)
+    return sealed
