@@ -1,0 +1,3 @@
+"""Consent pages: emergency (see consent.urls)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Consent pages: log (see consent.urls)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Consent pages: sharing (see consent.urls)."""
+
+urlpatterns: list = []
