@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -123,8 +124,15 @@ def grants_current(*, patient_pseudonyms: Iterable[str]) -> list[Grant]:
     return list(latest.values())
 
 
-def _emergency_levels() -> frozenset[str]:
-    return frozenset(getattr(settings, "MEDPORTAL_EMERGENCY_LEVELS", [Level.NORMAL]))
+def emergency_levels() -> frozenset[str]:
+    """The sensitivity levels a declared emergency opens (``MEDPORTAL_EMERGENCY_LEVELS``)."""
+    levels = frozenset(getattr(settings, "MEDPORTAL_EMERGENCY_LEVELS", [Level.NORMAL]))
+    unknown = levels - set(Level.values)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"MEDPORTAL_EMERGENCY_LEVELS holds unknown levels: {', '.join(sorted(unknown))}"
+        )
+    return levels
 
 
 def access_decide(
@@ -169,7 +177,7 @@ def access_decide(
         if not is_mine:
             continue
         if grant.purpose == "emergency":
-            if section.level in _emergency_levels():
+            if section.level in emergency_levels():
                 return Decision(True, f"emergency:{grant.tx_hash}", grant.tx_hash, True)
             continue
         if grant.purpose == purpose and needed <= grant.categories:

@@ -214,6 +214,10 @@ MEDPORTAL_BLOB_ROOT = env_str("MEDPORTAL_BLOB_ROOT", str(BASE_DIR / "var" / "blo
 MEDPORTAL_ATTACHMENT_MAX_BYTES = env_int("MEDPORTAL_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
 # How long a patient's account-linking code stays valid.
 MEDPORTAL_LINK_CODE_SECONDS = env_int("MEDPORTAL_LINK_CODE_SECONDS", 600)
+# Emergency (break-glass) access: how long it lasts and which sensitivity
+# levels it opens (normal, restricted, very_restricted).
+MEDPORTAL_EMERGENCY_HOURS = env_int("MEDPORTAL_EMERGENCY_HOURS", 24)
+MEDPORTAL_EMERGENCY_LEVELS = env_list("MEDPORTAL_EMERGENCY_LEVELS", ["normal", "restricted"])
 
 # --- Authentication -------------------------------------------------------------
 
