@@ -99,6 +99,32 @@ def reader_for(user: User) -> Reader:
     )
 
 
+def _log(
+    reader: Reader,
+    *,
+    patient_pseudonym: str,
+    decision: str,
+    reason: str,
+    record_id: str = "",
+    sections: Iterable[str] = (),
+    is_emergency: bool = False,
+) -> None:
+    access_log_append(
+        reader_name=reader.name,
+        reader_role=reader.role,
+        reader_tenant=reader.tenant_slug,
+        reader_tenant_name=reader.tenant_name,
+        reader_pseudonym=reader.pseudonym,
+        patient_pseudonym=patient_pseudonym,
+        record_id=record_id,
+        sections=sections,
+        purpose=reader.purpose,
+        decision=decision,
+        reason=reason[:500],
+        is_emergency=is_emergency,
+    )
+
+
 def access_log_reads(*, reader: Reader, sealed: Iterable[SealedRecord], reason: str) -> None:
     """Log each record read in the current (the records') hospital: one "allow"
     entry for the sections opened and one "deny" entry for those withheld, each
@@ -113,18 +139,13 @@ def access_log_reads(*, reader: Reader, sealed: Iterable[SealedRecord], reason: 
                 reasons = sorted(
                     {section.decision.reason for section in sections if section.decision}
                 ) or [reason]
-                access_log_append(
-                    reader_name=reader.name,
-                    reader_role=reader.role,
-                    reader_tenant=reader.tenant_slug,
-                    reader_tenant_name=reader.tenant_name,
-                    reader_pseudonym=reader.pseudonym,
+                _log(
+                    reader,
                     patient_pseudonym=item.patient_pseudonym,
                     record_id=item.id,
                     sections=[section.name for section in sections],
-                    purpose=reader.purpose,
                     decision=decision,
-                    reason=";".join(reasons)[:500],
+                    reason=";".join(reasons),
                     is_emergency=any(
                         section.decision and section.decision.is_emergency for section in sections
                     ),
@@ -135,17 +156,11 @@ def _access_log_denied(
     *, user: User, patient_pseudonym: str, record_id: str = "", reason: str
 ) -> None:
     """A refused attempt, committed on its own so the refusal cannot roll it back."""
-    reader = reader_for(user)
     with transaction.atomic():
-        access_log_append(
-            reader_name=reader.name,
-            reader_role=reader.role,
-            reader_tenant=reader.tenant_slug,
-            reader_tenant_name=reader.tenant_name,
-            reader_pseudonym=reader.pseudonym,
+        _log(
+            reader_for(user),
             patient_pseudonym=patient_pseudonym,
             record_id=record_id,
-            purpose=reader.purpose,
             decision=LogDecision.DENY,
             reason=reason,
         )

@@ -205,9 +205,13 @@ def patient_identity(patient: Patient) -> PatientIdentity:
     return PatientIdentity.from_dict(json.loads(plaintext))
 
 
-def _patient_identity_payload(*, patient: Patient, tenant, signing_private) -> dict:
-    return {
-        "action": "register",
+def _patient_identity_payload(
+    *, patient: Patient, tenant, action: str, proof: str, links: str | None = None
+) -> dict:
+    """An ``identity`` payload for a patient: ``register`` (with the proof of
+    possession) or ``link`` (with the patient's signature over the link)."""
+    payload = {
+        "action": action,
         "subject_type": "patient",
         "subject": patient.pseudonym,
         "tenant": tenant.slug,
@@ -215,10 +219,11 @@ def _patient_identity_payload(*, patient: Patient, tenant, signing_private) -> d
         "key_id": patient.key_id,
         "public_key": patient.signing_public_key,
         "encryption_public_key": patient.encryption_public_key,
-        "proof": keyring.sign(
-            signing_private, identity_proof_bytes(subject=patient.pseudonym, key_id=patient.key_id)
-        ),
+        "proof": proof,
     }
+    if links is not None:
+        payload["links"] = links
+    return payload
 
 
 @transaction.atomic
@@ -272,7 +277,13 @@ def patient_create(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,
         payload=_patient_identity_payload(
-            patient=patient, tenant=tenant, signing_private=keys.signing_private
+            patient=patient,
+            tenant=tenant,
+            action="register",
+            proof=keyring.sign(
+                keys.signing_private,
+                identity_proof_bytes(subject=patient.pseudonym, key_id=patient.key_id),
+            ),
         ),
     )
     patient.identity_tx_hash = pending.hash
@@ -690,21 +701,16 @@ def _link_apply(*, tenant, patient_id, code: str, now) -> Patient | str:
     transaction_submit(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,
-        payload={
-            "action": "link",
-            "subject_type": "patient",
-            "subject": patient.pseudonym,
-            "tenant": tenant.slug,
-            "tenant_kind": tenant.kind,
-            "key_id": patient.key_id,
-            "public_key": patient.signing_public_key,
-            "encryption_public_key": patient.encryption_public_key,
-            "links": previous,
-            "proof": keyring.sign(
+        payload=_patient_identity_payload(
+            patient=patient,
+            tenant=tenant,
+            action="link",
+            links=previous,
+            proof=keyring.sign(
                 signing,
                 link_proof_bytes(subject=patient.pseudonym, tenant=tenant.slug, links=previous),
             ),
-        },
+        ),
     )
     patient.link_failures = 0
     patient.link_locked_until = None
