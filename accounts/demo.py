@@ -71,6 +71,11 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
     from records.demo import demo_records_seed
 
     demo_records_seed(tenants=tenants)
+    # Patients' keys must be on the chain before they sign consent.
+    _chain_settle(tenants)
+    from consent.demo import consent_demo_seed
+
+    consent_demo_seed(tenants=tenants)
     _chain_settle(tenants)
     return logins
 

@@ -39,10 +39,17 @@ def _alpha_last(alpha):
         return AccessLogEntry.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
+def _revoke_demo_grant(alpha, li_at_alpha):
+    """The demo has Li Wei share her normal alpha entries with beta: undo it."""
+    with tenant_context(alpha):
+        consent_revoke(user=li_at_alpha.user, grantee_type="tenant", grantee_id="beta")
+
+
 def test_without_a_grant_the_doctor_sees_that_entries_exist_and_nothing_of_them(
     alpha, beta, people
 ):
-    doctor, li_at_beta, _ = people
+    doctor, li_at_beta, li_at_alpha = people
+    _revoke_demo_grant(alpha, li_at_alpha)
     before = _alpha_last(alpha)
     views = _elsewhere(beta, doctor, li_at_beta)
     assert views and {view.origin_slug for view in views} == {"alpha"}
@@ -78,6 +85,7 @@ def test_the_chart_at_beta_lists_alpha_entries_as_not_shared_until_granted(alpha
     from tests.conftest import login_client
 
     _, li_at_beta, li_at_alpha = people
+    _revoke_demo_grant(alpha, li_at_alpha)
     client = login_client(beta, "beta-doctor")
     page = client.get(f"/records/patients/{li_at_beta.id}/").content.decode()
     assert "From other hospitals" in page and alpha.name in page

@@ -1,0 +1,37 @@
+"""Demo consent: Li Wei lets Beta read her normal entries from Alpha for
+treatment, and both hospitals' doctors have read her chart, so the access logs
+have something to show. Safe to run again: the grant is made once, the reads
+only into empty logs."""
+
+from __future__ import annotations
+
+from django_tenants.utils import tenant_context
+
+from accounts.models import User
+from consent.grants import consent_grant
+from consent.models import AccessLogEntry
+from consent.policy import grants_current
+from records.models import Patient
+from records.selectors import records_elsewhere_for_staff, records_for_staff
+
+
+def consent_demo_seed(*, tenants: dict) -> None:
+    alpha, beta = tenants["alpha"], tenants["beta"]
+    with tenant_context(alpha):
+        li = Patient.objects.select_related("user").get(user__username="alpha-patient")
+        granted = any(
+            grant.grantee_type == "tenant" and grant.grantee_id == "beta" and grant.categories
+            for grant in grants_current(patient_pseudonyms=li.pseudonyms)
+        )
+        if not granted:
+            consent_grant(
+                user=li.user, grantee_type="tenant", grantee_id="beta", categories=["normal"]
+            )
+        if not AccessLogEntry.objects.exists():
+            records_for_staff(user=User.objects.get(username="alpha-doctor"), patient=li)
+    with tenant_context(beta):
+        if not AccessLogEntry.objects.exists():
+            doctor = User.objects.get(username="beta-doctor")
+            li_at_beta = Patient.objects.get(user__username="beta-patient")
+            records_for_staff(user=doctor, patient=li_at_beta)
+            records_elsewhere_for_staff(user=doctor, patient=li_at_beta)
