@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import HasRole, user_has_role
 from accounts.roles import Role
+from consent.selectors_export import consent_for_export
 from records.content import ContentInvalid
 from records.fhir import patient_bundle
 from records.selectors import (
@@ -248,16 +249,21 @@ class PatientFhirApi(APIView):
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         row = patient_get_for_user(user=request.user, patient_id=patient_id)
+        grants, names = (), {}
         if _is_staff(request.user):
             views = records_for_staff(user=request.user, patient=row.patient)
         else:
-            # patient_get_for_user already refused anyone but the patient themself.
+            # patient_get_for_user already refused anyone but the patient themself;
+            # their own export carries their consents too.
             views = patient_history_for_user(user=request.user)
+            grants, names = consent_for_export(patient=row.patient)
         bundle = patient_bundle(
             identity=row.identity,
             patient=row.patient,
             views=views,
             hospital_slug=request.tenant.slug,
+            grants=grants,
+            grantee_names=names,
         )
         response = Response(bundle)
         if query.validated_data["download"]:

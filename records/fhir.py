@@ -445,6 +445,84 @@ class _RecordResources:
         self.add(_uid(view.id, "provenance"), resource)
 
 
+_PURPOSE_CODES = {
+    "treatment": ("TREAT", "treatment"),
+    "second_opinion": ("TREAT", "treatment (second opinion)"),
+    "research": ("HRESCH", "healthcare research"),
+    "emergency": ("ETREAT", "emergency treatment"),
+}
+
+
+def _consent_resource(grant, patient_ref: dict, grantee_name: str) -> tuple[str, dict]:
+    """A patient's grant (its latest state on the chain) as a FHIR ``Consent``."""
+    now = timezone.now()
+    resource_id = _uid("consent", grant.tx_hash)
+    code, display = _PURPOSE_CODES.get(grant.purpose, ("TREAT", "treatment"))
+    provision: dict = {
+        "type": "permit",
+        "actor": [
+            {
+                "role": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP",
+                            "display": "information recipient",
+                        }
+                    ]
+                },
+                "reference": {"display": grantee_name},
+            }
+        ],
+        "purpose": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                "code": code,
+                "display": display,
+            }
+        ],
+    }
+    if grant.categories:
+        provision["class"] = [
+            {"system": CATEGORY_TAG_SYSTEM, "code": category}
+            for category in sorted(grant.categories)
+        ]
+    if grant.expires_at:
+        provision["period"] = {"end": _instant(grant.expires_at)}
+    resource = {
+        "resourceType": "Consent",
+        "id": resource_id,
+        "status": "active" if grant.is_active(now) else "inactive",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}
+                ]
+            }
+        ],
+        "patient": patient_ref,
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+        "provision": provision,
+        # The signed access transaction on the chain is the consent's source.
+        "sourceReference": {
+            "identifier": {"system": CHAIN_TX_SYSTEM, "value": grant.tx_hash},
+        },
+    }
+    return resource_id, resource
+
+
 def _exportable(views: Iterable[RecordView]) -> list[RecordView]:
     return [
         view
@@ -459,6 +537,8 @@ def patient_bundle(
     patient: Patient,
     views: list[RecordView],
     hospital_slug: str | None = None,
+    grants: Iterable = (),
+    grantee_names: dict[tuple[str, str], str] | None = None,
 ) -> dict:
     """The FHIR R4 Bundle (JSON-ready dict) of ``patient`` and the records in ``views``.
 
@@ -474,6 +554,10 @@ def patient_bundle(
     ]
     for view in _exportable(views):
         entries.extend(_RecordResources(view, patient_ref).build())
+    names = grantee_names or {}
+    for grant in grants:
+        name = names.get((grant.grantee_type, grant.grantee_id), grant.grantee_id)
+        entries.append(_consent_resource(grant, patient_ref, name))
     data = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),

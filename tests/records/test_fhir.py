@@ -57,7 +57,10 @@ def test_li_weis_own_bundle_at_alpha_has_both_hospitals(alpha):
     li = _patient(alpha, "alpha-patient")
     bundle, data, _ = _fetch(alpha, "alpha-patient", li)
     assert bundle.type in ("collection", "document")
-    assert {entry.resource.get_resource_type() for entry in bundle.entry} == RESOURCE_TYPES
+    # Her own export also carries her consents (the demo grant to beta).
+    assert {entry.resource.get_resource_type() for entry in bundle.entry} == RESOURCE_TYPES | {
+        "Consent"
+    }
     assert all(entry.fullUrl.startswith("urn:uuid:") for entry in bundle.entry)
 
     (patient,) = _resources(data, "Patient")
@@ -204,3 +207,20 @@ def test_an_amended_record_is_exported_with_its_revision(alpha):
     ]
     assert revisions == [str(original.id)]
     assert {"E11.9", "E11.8"} <= _codes(_resources(data, "Condition"), ICD10_SYSTEM)
+
+
+def test_the_patients_own_export_carries_her_consent(alpha):
+    from fhir.resources.R4B.bundle import Bundle
+
+    from tests.conftest import login_client
+
+    with tenant_context(alpha):
+        li = Patient.objects.get(user__username="alpha-patient")
+    response = login_client(alpha, "alpha-patient").get(f"/api/v1/patients/{li.id}/fhir")
+    bundle = Bundle.model_validate(response.json())
+    consents = [e.resource for e in bundle.entry if e.resource.__resource_type__ == "Consent"]
+    beta = [
+        c for c in consents if c.provision.actor[0].reference.display == "Beta University Hospital"
+    ]
+    assert len(beta) == 1 and beta[0].status == "active"
+    assert {c.code for c in beta[0].provision.class_fhir} >= {"diagnoses", "medications"}
