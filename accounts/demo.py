@@ -74,7 +74,10 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
     # Patients' keys must be on the chain before they sign consent.
     _chain_settle(tenants)
     from consent.demo import consent_demo_seed
+    from medportal.exchange.services import practitioners_backfill
 
+    # Doctors made before the directory existed (older development databases).
+    practitioners_backfill()
     consent_demo_seed(tenants=tenants)
     _chain_settle(tenants)
     return logins

@@ -56,6 +56,36 @@ NAV_ITEMS: tuple[NavItem, ...] = (
         (Role.PATIENT,),
     ),
     NavItem(
+        "Sharing",
+        "consent:sharing",
+        "Who may read which of your records; grant, revoke, answer requests.",
+        (Role.PATIENT,),
+    ),
+    NavItem(
+        "Who saw my records",
+        "consent:access_log",
+        "Every read of your records and every refused attempt, from every hospital.",
+        (Role.PATIENT,),
+    ),
+    NavItem(
+        "Access requests",
+        "consent:requests",
+        "Requests you sent to patients for access to their records, and the answers.",
+        (Role.DOCTOR,),
+    ),
+    NavItem(
+        "Emergency reviews",
+        "consent:emergency_reviews",
+        "Emergency accesses declared at this hospital, to be marked justified or not.",
+        (Role.ADMIN,),
+    ),
+    NavItem(
+        "Notifications",
+        "consent:notifications",
+        "What happened to your records, and answers to your requests.",
+        (Role.ADMIN, Role.DOCTOR, Role.PATIENT),
+    ),
+    NavItem(
         "Chain",
         "chain:explorer",
         "The ledger: blocks, their transactions and how this copy verified.",

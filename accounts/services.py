@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 
 from accounts.models import User
-from accounts.roles import ADMIN_SITE_ROLES, CREATABLE_ROLES, roles_for_tenant_kind
+from accounts.roles import ADMIN_SITE_ROLES, CREATABLE_ROLES, Role, roles_for_tenant_kind
 
 
 def _current_tenant_kind() -> str | None:
@@ -59,6 +59,10 @@ def user_create(
     user.set_password(password)
     user.full_clean()
     user.save()
+    if role == Role.DOCTOR:
+        from medportal.exchange.services import practitioner_publish
+
+        practitioner_publish(user=user)
     if user.email:
         from accounts.tasks import welcome_email_send
 

@@ -1,3 +1,9 @@
-"""Consent API routes: log (see consent.api_urls)."""
+"""Consent API routes: the access log (see consent.api_urls)."""
 
-api_urlpatterns: list = []
+from django.urls import path
+
+from consent.apis_log import AccessLogListApi
+
+api_urlpatterns: list = [
+    path("access-log/", AccessLogListApi.as_view(), name="access-log"),
+]

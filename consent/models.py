@@ -14,8 +14,10 @@ append-only (a trigger refuses UPDATE, DELETE and TRUNCATE; migration 0002).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -157,3 +159,146 @@ class AccessLogAnchor(models.Model):
 
     def __str__(self) -> str:
         return f"access log anchor {self.first_entry}-{self.last_entry}"
+
+
+class ReviewStatus(models.TextChoices):
+    PENDING = "pending", "Awaiting review"
+    JUSTIFIED = "justified", "Justified"
+    UNJUSTIFIED = "unjustified", "Not justified"
+
+
+class EmergencyAccess(models.Model):
+    """A doctor of this hospital declared an emergency (break-glass) for one of
+    its patients. The ``access`` transaction ``tx_hash`` (signed by the hospital)
+    is what the policy honours; this row is the hospital's own account of it, for
+    the admins' review.
+
+    The reason and the review note may be clinical, so they are sealed like a
+    record section (a fresh data key wrapped under this hospital's KEK).
+    ``reason_sha256`` is the SHA-256 of the sealed plaintext, a random salt and
+    the reason; the chain carries the same value as ``reason_hash``, which binds
+    the reason to the transaction without letting anyone who reads the chain
+    guess a short reason by hashing candidates.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.ForeignKey(
+        "records.Patient", on_delete=models.PROTECT, related_name="emergencies"
+    )
+    doctor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="emergencies_declared"
+    )
+    practitioner_pseudonym = models.CharField(max_length=64)
+    reason_ciphertext = models.BinaryField()
+    reason_nonce = models.BinaryField()
+    reason_wrap = models.JSONField()
+    reason_sha256 = models.CharField(max_length=64)
+    kek_version = models.PositiveIntegerField()
+    tx_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    expires_at = models.DateTimeField()
+    review_status = models.CharField(
+        max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.PENDING
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="emergencies_reviewed",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Empty when the reviewer wrote no note; otherwise sealed like the reason.
+    review_note_ciphertext = models.BinaryField(null=True, blank=True)
+    review_note_nonce = models.BinaryField(null=True, blank=True)
+    review_note_wrap = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "emergency accesses"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(review_status__in=ReviewStatus.values),
+                name="consent_emergency_review_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(expires_at__gt=models.F("created_at")),
+                name="consent_emergency_expires_after_created",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(reason_sha256__regex=HEX64) & models.Q(tx_hash__regex=HEX64),
+                name="consent_emergency_hashes_hex",
+            ),
+            # A review is all there (who, when, verdict) or not there at all.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(
+                        review_status=ReviewStatus.PENDING,
+                        reviewed_by__isnull=True,
+                        reviewed_at__isnull=True,
+                    )
+                    | (
+                        ~models.Q(review_status=ReviewStatus.PENDING)
+                        & models.Q(reviewed_by__isnull=False, reviewed_at__isnull=False)
+                    )
+                ),
+                name="consent_emergency_review_complete",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["review_status", "-created_at"], name="consent_emergency_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return f"emergency access {self.id}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.review_status == ReviewStatus.PENDING
+
+    def is_active(self, now=None) -> bool:
+        return self.expires_at > (now or timezone.now())
+
+
+class NotificationKind(models.TextChoices):
+    EMERGENCY_ACCESS = "emergency_access", "Emergency access"
+    EXTERNAL_READ = "external_read", "Read from another hospital"
+    ACCESS_REQUEST = "access_request", "Access request"
+    REQUEST_ANSWERED = "request_answered", "Request answered"
+
+
+class Notification(models.Model):
+    """Something a person of this hospital is told about. ``text`` names staff,
+    hospitals and identifiers only, never record content: it is also pushed over
+    the websocket and sent by e-mail."""
+
+    id = models.BigAutoField(primary_key=True)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    text = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+    # Set by the e-mail task when it takes the notification, so a task that
+    # runs twice sends one e-mail.
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind__in=NotificationKind.values),
+                name="consent_notification_kind_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["recipient", "-created_at"], name="consent_notification_inbox"),
+        ]
+
+    def __str__(self) -> str:
+        return f"notification {self.id} ({self.kind})"
+
+    @property
+    def is_read(self) -> bool:
+        return self.read_at is not None

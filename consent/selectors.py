@@ -1,13 +1,21 @@
-"""Reads of the access log: verification and proofs of inclusion."""
+"""Reads of the access log: verification, proofs of inclusion, and the log as a
+patient ("Who saw my records") or a hospital's staff read it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice, pairwise
 
+from django.db import connection
+from django.db.models import Q
+from django.http import Http404
+from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from accounts.permissions import user_has_role
+from accounts.roles import STAFF_ROLES
 from chain.encoding import GENESIS_PREVIOUS_HASH
 from chain.merkle import inclusion_proof, merkle_root
 from chain.models import PendingTransaction, Transaction, TransactionKind
@@ -227,3 +235,348 @@ def access_log_inclusion_proof(*, tenant: Tenant, entry_id: int) -> InclusionPro
         tx_hash=anchor.tx_hash,
         block_height=pointer[1] if pointer else None,
     )
+
+
+# --- Who saw the records: the access log as the patient and staff read it ------------
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+CURSOR_SEPARATOR = "~"
+
+# Reasons (see consent.policy) in the patient's words. A reason may list several,
+# joined with ";" (sections of one record allowed by different rules).
+REASON_WORDS = {
+    "own-record": "you",
+    "default:author": "the doctor who wrote it",
+    "default:own-hospital": "staff of the hospital that wrote it",
+    "exchange": "a request through the hub's exchange",
+    "deny:no-grant": "refused: no consent",
+    "deny:very-restricted-needs-grant": "refused: very restricted sections need your consent",
+    "deny:not-own-record": "refused: not the reader's own record",
+    "deny:not-own-profile": "refused: not the reader's own profile",
+    "deny:role": "refused: the reader's role may not read records",
+}
+SHORT_HASH = 12
+
+
+def _one_reason_in_words(reason: str) -> str:
+    if reason in REASON_WORDS:
+        return REASON_WORDS[reason]
+    rule, _, argument = reason.partition(":")
+    if rule == "grant" and argument:
+        return f"your consent (transaction {argument[:SHORT_HASH]})"
+    if rule == "emergency" and argument:
+        return f"declared emergency (transaction {argument[:SHORT_HASH]})"
+    if rule == "deny":
+        return "refused"
+    return reason or "no reason recorded"
+
+
+def access_log_reason_in_words(reason: str) -> str:
+    """``"grant:ab12…;default:author"`` -> ``"your consent (transaction ab12…);
+    the doctor who wrote it"``."""
+    words = []
+    for part in reason.split(";"):
+        phrase = _one_reason_in_words(part.strip())
+        if phrase not in words:
+            words.append(phrase)
+    return "; ".join(words)
+
+
+def _reader_in_words(*, reader_name: str, reader_role: str, reason: str, for_patient: bool) -> str:
+    # A patient reader is logged as "the patient" (no name leaves their hospital):
+    # to the patient it is either themself (their own record) or someone else
+    # refused at theirs.
+    if not for_patient or reader_role != "patient":
+        return reader_name
+    if all(part.strip() == "own-record" for part in reason.split(";")):
+        return "You"
+    return "Another patient"
+
+
+def _section_label(name: str) -> str:
+    from records.categories import Level
+
+    return Level(name).label if name in Level.values else name.replace("_", " ")
+
+
+def _role_label(role: str) -> str:
+    from accounts.roles import Role
+
+    return Role(role).label if role in Role.values else role
+
+
+@dataclass(frozen=True)
+class AccessLogFilters:
+    """What a reader of the log narrows it to. ``hospital`` is the hospital that
+    holds the records (and the log entry), ``reader_hospital`` the reader's.
+    ``since`` and ``until`` are dates, both inclusive, in the current time zone.
+    ``before`` is the cursor of the previous page (``AccessLogPage.next_before``).
+    """
+
+    decision: str = ""
+    hospital: str = ""
+    reader_hospital: str = ""
+    emergencies_only: bool = False
+    since: date | None = None
+    until: date | None = None
+    before: str = ""
+    limit: int = PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    created_at: datetime
+    hospital: str
+    entry_id: int
+
+    def __str__(self) -> str:
+        when = self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return CURSOR_SEPARATOR.join((when, self.hospital, str(self.entry_id)))
+
+    @classmethod
+    def parse(cls, text: str) -> LogCursor:
+        """ValueError unless ``text`` is a cursor this module wrote."""
+        parts = text.split(CURSOR_SEPARATOR)
+        if len(parts) != 3 or not parts[1]:
+            raise ValueError("not a page cursor")
+        when = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return cls(when, parts[1], int(parts[2]))
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One access-log entry as a reader of the log sees it."""
+
+    entry_id: int
+    hospital: str  # the hospital that holds the record and this entry
+    hospital_name: str
+    created_at: datetime
+    reader_name: str
+    reader_role: str
+    reader_role_label: str
+    reader_hospital: str
+    reader_hospital_name: str
+    patient_pseudonym: str
+    record_id: str
+    sections: list[str]
+    sections_text: str
+    purpose: str
+    purpose_label: str
+    decision: str
+    reason: str
+    reason_text: str
+    is_emergency: bool
+    is_anchored: bool
+    entry_hash: str
+
+    @property
+    def is_denied(self) -> bool:
+        return self.decision == "deny"
+
+    @property
+    def cursor(self) -> LogCursor:
+        return LogCursor(self.created_at, self.hospital, self.entry_id)
+
+    @property
+    def sort_key(self) -> tuple[datetime, str, int]:
+        return (self.created_at, self.hospital, self.entry_id)
+
+
+@dataclass(frozen=True)
+class AccessLogPage:
+    """Newest first; ``next_before`` is the cursor of the next (older) page, or ""."""
+
+    rows: list[LogRow]
+    next_before: str = ""
+    hospitals: list[tuple[str, str]] = field(default_factory=list)  # (slug, name) searched
+
+
+def _day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _filters_query(*, hospital_slug: str, filters: AccessLogFilters) -> Q:
+    """The filters and the cursor as one condition on this hospital's entries.
+    Pages are ordered by (created_at, hospital slug, id), newest first, so a page
+    boundary between equal timestamps at two hospitals loses nothing."""
+    query = Q()
+    if filters.decision:
+        query &= Q(decision=filters.decision)
+    if filters.reader_hospital:
+        query &= Q(reader_tenant=filters.reader_hospital)
+    if filters.emergencies_only:
+        query &= Q(is_emergency=True)
+    if filters.since:
+        query &= Q(created_at__gte=_day_start(filters.since))
+    if filters.until:
+        query &= Q(created_at__lt=_day_start(filters.until + timedelta(days=1)))
+    if filters.before:
+        cursor = LogCursor.parse(filters.before)
+        if hospital_slug < cursor.hospital:
+            query &= Q(created_at__lte=cursor.created_at)
+        elif hospital_slug == cursor.hospital:
+            query &= Q(created_at__lt=cursor.created_at) | Q(
+                created_at=cursor.created_at, id__lt=cursor.entry_id
+            )
+        else:
+            query &= Q(created_at__lt=cursor.created_at)
+    return query
+
+
+def access_log_rows_here(
+    *,
+    hospital: Tenant,
+    pseudonyms: Iterable[str] | None,
+    filters: AccessLogFilters,
+    for_patient: bool,
+) -> list[LogRow]:
+    """Up to ``filters.limit + 1`` entries of the current schema's log (which must
+    be ``hospital``'s), newest first: about ``pseudonyms`` (None: every patient).
+    The caller enters the schema and decides who may ask."""
+    entries = AccessLogEntry.objects.filter(
+        _filters_query(hospital_slug=hospital.slug, filters=filters)
+    )
+    if pseudonyms is not None:
+        entries = entries.filter(patient_pseudonym__in=list(pseudonyms))
+    entries = list(entries.order_by("-created_at", "-id")[: filters.limit + 1])
+    return access_log_rows(hospital=hospital, entries=entries, for_patient=for_patient)
+
+
+def access_log_rows(
+    *, hospital: Tenant, entries: list[AccessLogEntry], for_patient: bool
+) -> list[LogRow]:
+    """``entries`` of ``hospital``'s log (read in its schema, which is current) as
+    rows, with whether each is anchored yet; ``for_patient`` words the reader
+    as the patient sees them."""
+    if not entries:
+        return []
+    ids = [entry.id for entry in entries]
+    anchored = list(
+        AccessLogAnchor.objects.filter(
+            first_entry__lte=max(ids), last_entry__gte=min(ids)
+        ).values_list("first_entry", "last_entry")
+    )
+    return [
+        LogRow(
+            entry_id=entry.id,
+            hospital=hospital.slug,
+            hospital_name=hospital.name,
+            created_at=entry.created_at,
+            reader_name=_reader_in_words(
+                reader_name=entry.reader_name,
+                reader_role=entry.reader_role,
+                reason=entry.reason,
+                for_patient=for_patient,
+            ),
+            reader_role=entry.reader_role,
+            reader_role_label=_role_label(entry.reader_role),
+            reader_hospital=entry.reader_tenant,
+            reader_hospital_name=entry.reader_tenant_name,
+            patient_pseudonym=entry.patient_pseudonym,
+            record_id=entry.record_id,
+            sections=list(entry.sections),
+            sections_text=", ".join(_section_label(name) for name in entry.sections),
+            purpose=entry.purpose,
+            purpose_label=entry.get_purpose_display(),
+            decision=entry.decision,
+            reason=entry.reason,
+            reason_text=access_log_reason_in_words(entry.reason),
+            is_emergency=entry.is_emergency,
+            is_anchored=any(first <= entry.id <= last for first, last in anchored),
+            entry_hash=entry.hash,
+        )
+        for entry in entries
+    ]
+
+
+def access_log_page(
+    rows: Iterable[LogRow], *, filters: AccessLogFilters, hospitals: Iterable[Tenant] = ()
+) -> AccessLogPage:
+    """Merge rows from several hospitals (each at most ``limit + 1``) into one page."""
+    merged = sorted(rows, key=lambda row: row.sort_key, reverse=True)
+    page = merged[: filters.limit]
+    next_before = str(page[-1].cursor) if len(merged) > filters.limit else ""
+    return AccessLogPage(
+        rows=page,
+        next_before=next_before,
+        hospitals=[(tenant.slug, tenant.name) for tenant in hospitals],
+    )
+
+
+def access_log_for_patient_account(*, user, filters: AccessLogFilters) -> AccessLogPage:
+    """The signed-in patient's log, merged from every hospital that may hold
+    entries about them (through the hub's exchange); 404 for anyone else."""
+    from medportal.exchange.services import access_log_for_patient
+    from records.selectors import patient_for_account
+
+    patient = patient_for_account(user=user)
+    return access_log_for_patient(
+        requester_slug=connection.tenant.slug, pseudonym=patient.pseudonym, filters=filters
+    )
+
+
+def access_log_hospitals_for_patient_account(*, user) -> list[tuple[str, str]]:
+    """(slug, name) of the hospitals the signed-in patient's log is read from."""
+    from medportal.exchange.services import patient_log_hospitals, patient_pseudonyms
+    from records.selectors import patient_for_account
+
+    patient = patient_for_account(user=user)
+    requester_slug = connection.tenant.slug
+    pseudonyms = patient_pseudonyms(requester_slug=requester_slug, pseudonym=patient.pseudonym)
+    hospitals = patient_log_hospitals(requester_slug=requester_slug, pseudonyms=pseudonyms)
+    return [(tenant.slug, tenant.name) for tenant in hospitals]
+
+
+def access_log_for_staff(*, user, filters: AccessLogFilters, patient_id=None) -> AccessLogPage:
+    """This hospital's log for its doctors and admins, optionally about one of its
+    patients (404 if there is no such patient here); Http404 for anyone else."""
+    from records.selectors import patient_get_for_user
+
+    if not user_has_role(user, STAFF_ROLES):
+        raise Http404("No such page.")
+    hospital = connection.tenant
+    pseudonyms = None
+    if patient_id is not None:
+        pseudonyms = patient_get_for_user(user=user, patient_id=patient_id).patient.pseudonyms
+    if filters.hospital and filters.hospital != hospital.slug:
+        return AccessLogPage(rows=[], hospitals=[(hospital.slug, hospital.name)])
+    rows = access_log_rows_here(
+        hospital=hospital, pseudonyms=pseudonyms, filters=filters, for_patient=False
+    )
+    return access_log_page(rows, filters=filters, hospitals=[hospital])
+
+
+@dataclass(frozen=True)
+class EntryProof:
+    """An entry of the patient's log with its proof of inclusion (None while not
+    anchored). ``is_verified``: the audit path leads from the hash of the entry's
+    contents, as stored now, to the anchored root."""
+
+    row: LogRow
+    proof: InclusionProof | None
+    is_verified: bool
+
+
+def access_log_proof_for_patient_account(*, user, hospital_slug: str, entry_id: int) -> EntryProof:
+    """One entry of the signed-in patient's own log and its proof; Http404 when the
+    entry does not exist or is about someone else."""
+    from chain.merkle import verify_inclusion
+    from medportal.exchange.services import access_log_entry_for_patient
+    from records.selectors import patient_for_account
+
+    patient = patient_for_account(user=user)
+    found = access_log_entry_for_patient(
+        requester_slug=connection.tenant.slug,
+        pseudonym=patient.pseudonym,
+        hospital_slug=hospital_slug,
+        entry_id=entry_id,
+    )
+    if found is None:
+        raise Http404("No such entry.")
+    hospital, row, content_hash = found
+    proof = access_log_inclusion_proof(tenant=hospital, entry_id=entry_id)
+    is_verified = proof is not None and verify_inclusion(
+        content_hash, proof.index, proof.size, proof.path, proof.root
+    )
+    return EntryProof(row=row, proof=proof, is_verified=is_verified)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from medportal.celery import TenantTask
+
 
 @shared_task(ignore_result=True)
 def access_log_anchor_task() -> int:
@@ -11,3 +13,15 @@ def access_log_anchor_task() -> int:
     from consent.services import access_log_anchor_hospitals
 
     return access_log_anchor_hospitals()
+
+
+@shared_task(base=TenantTask, bind=True, max_retries=5, default_retry_delay=30, ignore_result=True)
+def notification_email_send(self, notification_id: int) -> None:
+    """In the notification's hospital schema: e-mail it to its recipient. Takes the
+    id only; the address is read (and decrypted) here, never passed in."""
+    from consent.notifications import notification_email
+
+    try:
+        notification_email(notification_id=notification_id)
+    except OSError as error:
+        raise self.retry(exc=error) from None

@@ -580,7 +580,12 @@ def kek_rotate_batch(*, to_version: int, batch: int = 500) -> int:
         Patient.objects.bulk_update(
             patients, ["identity_ciphertext", "identity_nonce", "identity_wrap", "kek_version"]
         )
-    return len(patients)
+    if patients:
+        return len(patients)
+    # Emergency reasons and review notes are sealed the same way.
+    from consent.emergency import emergency_rotate_batch
+
+    return emergency_rotate_batch(to_version=to_version, batch=batch)
 
 
 # --- Linking accounts across hospitals --------------------------------------------

@@ -112,6 +112,7 @@ def records_for_practitioner(*, requester, reader, pseudonym: str) -> list:
     asking hospital's key-encryption key. Refused sections travel without key
     or ciphertext, so the asking doctor sees that they exist and no more.
     """
+    from consent.notifications import notify_external_read
     from consent.policy import access_decide, grants_current
     from records.selectors import records_sealed_for_hospital
 
@@ -130,14 +131,146 @@ def records_for_practitioner(*, requester, reader, pseudonym: str) -> list:
         if origin.slug == requester.tenant_slug:
             continue  # the hospital's own records are read directly
         with schema_context(origin.schema_name):
-            sealed.extend(
-                records_sealed_for_hospital(
-                    tenant=origin,
-                    pseudonyms=pseudonyms,
-                    requester_slug=requester.tenant_slug,
-                    reader=reader,
-                    decide=decide,
-                )
+            from_origin = records_sealed_for_hospital(
+                tenant=origin,
+                pseudonyms=pseudonyms,
+                requester_slug=requester.tenant_slug,
+                reader=reader,
+                decide=decide,
+            )
+        sealed.extend(from_origin)
+        if any(not s.is_withheld for item in from_origin for s in item.sections):
+            # The patient hears of it (once an hour per reader and hospital).
+            notify_external_read(
+                patient_pseudonyms=pseudonyms,
+                reader_name=reader.name,
+                reader_tenant_name=reader.tenant_name,
+                origin_tenant_name=origin.name,
             )
     sealed.sort(key=lambda item: item.created_at, reverse=True)
     return sealed
+
+
+# --- The practitioner directory ---------------------------------------------------
+
+
+def practitioner_publish(*, user) -> None:
+    """List (or update) a doctor of the current hospital in the hub's directory,
+    so patients anywhere can choose them by name. Anyone else who is listed
+    (a doctor whose role changed) is marked inactive."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from accounts.roles import Role
+    from medportal.exchange.models import Practitioner
+    from records.keys import practitioner_pseudonym
+
+    tenant = connection.tenant
+    pseudonym = practitioner_pseudonym(tenant_slug=tenant.slug, user_id=user.pk)
+    with schema_context(get_public_schema_name()):
+        if user.role != Role.DOCTOR:
+            Practitioner.objects.filter(pseudonym=pseudonym).update(is_active=False)
+            return
+        Practitioner.objects.update_or_create(
+            pseudonym=pseudonym,
+            defaults={
+                "tenant": tenant,
+                "display_name": user.display_name,
+                "role": user.role,
+                "is_active": user.is_active,
+                "updated_at": timezone.now(),
+            },
+        )
+
+
+def practitioners_backfill() -> int:
+    """Publish every doctor of every hospital (for databases made before the
+    directory existed; safe to run again). Returns how many were published."""
+    from django_tenants.utils import tenant_context
+
+    from accounts.models import User
+    from accounts.roles import Role
+
+    with schema_context(get_public_schema_name()):
+        hospitals = list(Tenant.objects.filter(kind=TenantKind.HOSPITAL))
+    count = 0
+    for hospital in hospitals:
+        with tenant_context(hospital):
+            for user in User.objects.filter(role=Role.DOCTOR):
+                practitioner_publish(user=user)
+                count += 1
+    return count
+
+
+def patient_log_hospitals(*, requester_slug: str, pseudonyms: Iterable[str]) -> list[Tenant]:
+    """The hospitals whose access logs may hold entries about this patient: those
+    holding their records (``data`` transactions), those where they hold an
+    account (``identity`` transactions: a refused look at their profile is
+    logged there), and the asking hospital. Ordered by slug."""
+    pseudonyms = list(pseudonyms)
+    with schema_context(get_public_schema_name()):
+        slugs = {
+            payload["origin"]
+            for payload in _hub_payloads(Q(payload__patient__in=pseudonyms), TransactionKind.DATA)
+        }
+        slugs |= {
+            payload["tenant"]
+            for payload in _hub_payloads(
+                Q(payload__subject_type="patient", payload__subject__in=pseudonyms),
+                TransactionKind.IDENTITY,
+            )
+        }
+        slugs.add(requester_slug)
+        return list(
+            Tenant.objects.filter(slug__in=slugs, kind=TenantKind.HOSPITAL).order_by("slug")
+        )
+
+
+def access_log_for_patient(*, requester_slug: str, pseudonym: str, filters):
+    """The patient's access log merged from every hospital that may hold entries
+    about them, newest first, one page (``consent.selectors.AccessLogPage``).
+
+    ``filters`` is a ``consent.selectors.AccessLogFilters``. PermissionDenied
+    unless ``requester_slug`` holds an account for the patient. Each hospital's
+    schema is read for entries under any of the patient's pseudonyms only.
+    """
+    from consent.selectors import access_log_page, access_log_rows_here
+
+    pseudonyms = patient_pseudonyms(requester_slug=requester_slug, pseudonym=pseudonym)
+    hospitals = patient_log_hospitals(requester_slug=requester_slug, pseudonyms=pseudonyms)
+    rows = []
+    for hospital in hospitals:
+        if filters.hospital and hospital.slug != filters.hospital:
+            continue
+        with schema_context(hospital.schema_name):
+            rows.extend(
+                access_log_rows_here(
+                    hospital=hospital, pseudonyms=pseudonyms, filters=filters, for_patient=True
+                )
+            )
+    return access_log_page(rows, filters=filters, hospitals=hospitals)
+
+
+def access_log_entry_for_patient(
+    *, requester_slug: str, pseudonym: str, hospital_slug: str, entry_id: int
+):
+    """(hospital, ``consent.selectors.LogRow``, hash of the entry's contents) of
+    one entry of the patient's log, or None when ``hospital_slug`` keeps no log
+    about them or the entry is not about them."""
+    from consent.models import AccessLogEntry, access_log_entry_hash
+    from consent.selectors import access_log_rows
+
+    pseudonyms = patient_pseudonyms(requester_slug=requester_slug, pseudonym=pseudonym)
+    hospitals = patient_log_hospitals(requester_slug=requester_slug, pseudonyms=pseudonyms)
+    hospital = next((tenant for tenant in hospitals if tenant.slug == hospital_slug), None)
+    if hospital is None:
+        return None
+    with schema_context(hospital.schema_name):
+        entry = AccessLogEntry.objects.filter(
+            id=entry_id, patient_pseudonym__in=list(pseudonyms)
+        ).first()
+        if entry is None:
+            return None
+        row = access_log_rows(hospital=hospital, entries=[entry], for_patient=True)[0]
+        content_hash = access_log_entry_hash(entry.hashed_values())
+    return hospital, row, content_hash

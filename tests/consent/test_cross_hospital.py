@@ -99,3 +99,18 @@ def test_the_chart_at_beta_lists_alpha_entries_as_not_shared_until_granted(alpha
     assert "Headaches and tiredness" in page
     assert "Part of this entry is not shared with you (restricted sections)" in page
     assert "Lifestyle advice given" not in page  # the restricted clinical note
+
+
+def test_an_allowed_read_from_another_hospital_tells_the_patient(alpha, beta, people):
+    from consent.models import Notification
+
+    doctor, li_at_beta, li_at_alpha = people
+    with tenant_context(alpha):
+        Notification.objects.filter(recipient=li_at_alpha.user, kind="external_read").delete()
+    _elsewhere(beta, doctor, li_at_beta)  # the demo grant lets beta read normal entries
+    with tenant_context(alpha):
+        told = list(Notification.objects.filter(recipient=li_at_alpha.user, kind="external_read"))
+    assert [n.text for n in told] == [
+        "Ben Brown at Beta University Hospital opened your records from "
+        "Alpha General Hospital. It is in your access log."
+    ]
