@@ -17,7 +17,18 @@ One Patient entry, then per record:
   (``urn:medportal:chain:tx``). An amendment's Provenance also names the
   record it corrects (``revision`` entity, identifier ``urn:medportal:record``).
 
-Every resource carries the MedPortal category of its item as a ``meta.tag``
+The patient's own export also carries (passed in by the caller, never for staff):
+
+* Consent per grant (its latest state on the chain);
+* AuditEvent per entry of the patient's access log, newest first, capped at
+  the latest 500 (consent.selectors_export.EXPORT_LOG_LIMIT): a REST ``read``
+  (action ``R``) with outcome ``0`` (allowed) or ``4`` (refused, with the reason
+  in plain words), the reader (name and role) as the requesting agent, the
+  reader's hospital as a second agent, the hospital that holds the record and
+  the entry as the source observer, the purpose as a v3 ActReason code, and the
+  record (identifier ``urn:medportal:record``) and the patient as entities.
+
+Every record resource carries the MedPortal category of its item as a ``meta.tag``
 (``urn:medportal:category``), so a receiving system can see that, say, a
 diagnosis was filed under mental health.
 
@@ -523,6 +534,101 @@ def _consent_resource(grant, patient_ref: dict, grantee_name: str) -> tuple[str,
     return resource_id, resource
 
 
+AUDIT_EVENT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+RESTFUL_INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+ACT_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+AUDIT_ENTITY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/object-role"
+SECURITY_SOURCE_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/security-source-type"
+
+# Access-log purposes (consent.models.Purpose) as v3 ActReason codes.
+_AUDIT_PURPOSE_CODES = {
+    **_PURPOSE_CODES,
+    "patient_access": ("PATRQT", "patient requested"),
+    "administration": ("HOPERAT", "healthcare operations"),
+}
+# AuditEvent.outcome: 0 success, 4 minor failure (a refused read changes nothing).
+_AUDIT_OUTCOMES = {"allow": "0", "deny": "4"}
+
+
+def _audit_event_resource(row, patient_ref: dict) -> tuple[str, dict]:
+    """One access-log entry (``consent.selectors.LogRow``) as a FHIR ``AuditEvent``."""
+    resource_id = _uid("audit", row.hospital, row.entry_id)
+    purpose = "emergency" if row.is_emergency else row.purpose
+    code, display = _AUDIT_PURPOSE_CODES.get(purpose, ("TREAT", "treatment"))
+    is_allowed = row.decision == "allow"
+    entity: list[dict] = []
+    if row.record_id:
+        record_entity: dict = {
+            "what": {
+                "identifier": {"system": RECORD_SYSTEM, "value": row.record_id},
+                "display": f"Record at {row.hospital_name}",
+            },
+            "type": {"system": AUDIT_ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE_SYSTEM, "code": "4", "display": "Domain Resource"},
+        }
+        if row.sections_text:
+            record_entity["description"] = f"Sections: {row.sections_text}"
+        entity.append(record_entity)
+    entity.append(
+        {
+            "what": patient_ref,
+            "type": {"system": AUDIT_ENTITY_TYPE_SYSTEM, "code": "1", "display": "Person"},
+            "role": {"system": OBJECT_ROLE_SYSTEM, "code": "1", "display": "Patient"},
+        }
+    )
+    purpose_of_use = {
+        "coding": [{"system": ACT_REASON_SYSTEM, "code": code, "display": display}],
+        "text": row.purpose_label,
+    }
+    agents: list[dict] = [
+        {
+            "role": [{"text": row.reader_role_label}],
+            "who": {"display": row.reader_name},
+            "requestor": True,
+            "purposeOfUse": [purpose_of_use],
+        }
+    ]
+    if row.reader_hospital_name:
+        agents.append(
+            {
+                "role": [{"text": "The reader's hospital"}],
+                "who": {"type": "Organization", "display": row.reader_hospital_name},
+                "requestor": False,
+            }
+        )
+    resource: dict = {
+        "resourceType": "AuditEvent",
+        "id": resource_id,
+        "type": {
+            "system": AUDIT_EVENT_TYPE_SYSTEM,
+            "code": "rest",
+            "display": "RESTful Operation",
+        },
+        "subtype": [{"system": RESTFUL_INTERACTION_SYSTEM, "code": "read", "display": "read"}],
+        "action": "R",
+        "recorded": _instant(row.created_at),
+        "outcome": _AUDIT_OUTCOMES.get(row.decision, "4"),
+        "outcomeDesc": ("Allowed: " if is_allowed else "") + row.reason_text,
+        "purposeOfEvent": [purpose_of_use],
+        "agent": agents,
+        # The hospital that holds the record observed the read and keeps the entry.
+        "source": {
+            "site": row.hospital_name,
+            "observer": {"type": "Organization", "display": row.hospital_name},
+            "type": [
+                {
+                    "system": SECURITY_SOURCE_TYPE_SYSTEM,
+                    "code": "4",
+                    "display": "Application Server",
+                }
+            ],
+        },
+        "entity": entity,
+    }
+    return resource_id, resource
+
+
 def _exportable(views: Iterable[RecordView]) -> list[RecordView]:
     return [
         view
@@ -539,12 +645,16 @@ def patient_bundle(
     hospital_slug: str | None = None,
     grants: Iterable = (),
     grantee_names: dict[tuple[str, str], str] | None = None,
+    access_log: Iterable = (),
 ) -> dict:
     """The FHIR R4 Bundle (JSON-ready dict) of ``patient`` and the records in ``views``.
 
     ``identity`` is the patient's decrypted identity at this hospital (None if
     it does not decrypt: the Patient entry then carries no demographics);
     ``hospital_slug`` names the record-number system (default: this hospital).
+    ``grants`` (``consent.policy.Grant``) and ``access_log``
+    (``consent.selectors.LogRow``, at most the latest 500) are for the patient's
+    own export only: the caller passes them when the patient themself asks.
     """
     slug = hospital_slug or getattr(connection, "tenant", None).slug
     patient_id = str(patient.id)
@@ -558,6 +668,8 @@ def patient_bundle(
     for grant in grants:
         name = names.get((grant.grantee_type, grant.grantee_id), grant.grantee_id)
         entries.append(_consent_resource(grant, patient_ref, name))
+    for row in access_log:
+        entries.append(_audit_event_resource(row, patient_ref))
     data = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
