@@ -70,7 +70,7 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
         logins.append(DemoLogin(url=tenant.url("/"), username=username, role=role, created=created))
     from records.demo import demo_records_seed
 
-    demo_records_seed(tenants=tenants)
+    demo_records_seed(tenants=tenants, password=password)
     # Patients' keys must be on the chain before they sign consent.
     _chain_settle(tenants)
     from consent.demo import consent_demo_seed
@@ -78,7 +78,7 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
 
     # Doctors made before the directory existed (older development databases).
     practitioners_backfill()
-    consent_demo_seed(tenants=tenants)
+    consent_demo_seed(tenants=tenants, password=password)
     _chain_settle(tenants)
     return logins
 

@@ -76,8 +76,16 @@ def user_create(
 
 
 @transaction.atomic
-def user_password_change(*, user: User, new_password: str) -> None:
-    """Set a password the user chose themselves (already validated by the form)."""
+def user_password_change(*, user: User, new_password: str, old_password: str) -> None:
+    """Set a password the user chose themselves (the form checked the old one).
+
+    A patient's signing key is sealed under their password: it is re-sealed
+    under the new one in the same transaction, so it never exists unsealed at
+    rest and the old password stops opening it."""
     user.set_password(new_password)
     user.must_change_password = False
     user.save(update_fields=["password", "must_change_password"])
+    if user.role == Role.PATIENT:
+        from records.services import patient_signing_key_reseal
+
+        patient_signing_key_reseal(user=user, old_password=old_password, new_password=new_password)

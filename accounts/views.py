@@ -31,7 +31,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 
     def form_valid(self, form):
         user_password_change(
-            user=self.request.user, new_password=form.cleaned_data["new_password1"]
+            user=self.request.user,
+            new_password=form.cleaned_data["new_password1"],
+            old_password=form.cleaned_data["old_password"],
         )
         update_session_auth_hash(self.request, self.request.user)
         messages.success(self.request, "Your password was changed.")

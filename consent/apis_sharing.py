@@ -81,6 +81,12 @@ class ConsentListCreateApi(APIView):
             help_text="Category names or whole levels (normal, restricted, very_restricted).",
         )
         purpose = serializers.ChoiceField(choices=PURPOSES, default="treatment")
+        password = serializers.CharField(
+            write_only=True,
+            trim_whitespace=False,
+            style={"input_type": "password"},
+            help_text="The patient's password: it opens the key that signs the change.",
+        )
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     @extend_schema(operation_id="consents_list", responses=ConsentOutputSerializer(many=True))
@@ -110,6 +116,12 @@ class ConsentRevokeApi(APIView):
         grantee_type = serializers.ChoiceField(choices=GRANTEE_TYPES)
         grantee_id = serializers.CharField(max_length=64)
         purpose = serializers.ChoiceField(choices=PURPOSES, default="treatment")
+        password = serializers.CharField(
+            write_only=True,
+            trim_whitespace=False,
+            style={"input_type": "password"},
+            help_text="The patient's password: it opens the key that signs the change.",
+        )
 
     @extend_schema(
         operation_id="consents_revoke",
@@ -188,6 +200,14 @@ class AccessRequestAnswerApi(APIView):
     @extend_schema_serializer(component_name="AccessRequestAnswer")
     class InputSerializer(serializers.Serializer):
         decision = serializers.ChoiceField(choices=["approve", "decline"])
+        password = serializers.CharField(
+            required=False,
+            default="",
+            write_only=True,
+            trim_whitespace=False,
+            style={"input_type": "password"},
+            help_text="Needed to approve (it opens the key that signs the grant).",
+        )
         categories = serializers.ListField(
             child=serializers.CharField(max_length=32),
             required=False,
@@ -211,6 +231,9 @@ class AccessRequestAnswerApi(APIView):
             mine = access_requests_for_patient(user=request.user, pending_only=True)
             approve = next((r.categories for r in mine if r.id == request_id), [])
         answered = access_request_answer(
-            user=request.user, request_id=request_id, approve_categories=approve
+            user=request.user,
+            request_id=request_id,
+            approve_categories=approve,
+            password=data["password"],
         )
         return Response(AccessRequestOutputSerializer(answered).data)

@@ -15,7 +15,7 @@ from records.models import Patient
 from records.selectors import records_elsewhere_for_staff, records_for_staff
 
 
-def consent_demo_seed(*, tenants: dict) -> None:
+def consent_demo_seed(*, tenants: dict, password: str) -> None:
     alpha, beta = tenants["alpha"], tenants["beta"]
     with tenant_context(alpha):
         li = Patient.objects.select_related("user").get(user__username="alpha-patient")
@@ -25,7 +25,11 @@ def consent_demo_seed(*, tenants: dict) -> None:
         )
         if not granted:
             consent_grant(
-                user=li.user, grantee_type="tenant", grantee_id="beta", categories=["normal"]
+                user=li.user,
+                password=password,
+                grantee_type="tenant",
+                grantee_id="beta",
+                categories=["normal"],
             )
         if not AccessLogEntry.objects.exists():
             records_for_staff(user=User.objects.get(username="alpha-doctor"), patient=li)

@@ -60,7 +60,7 @@ def emergency_hours() -> int:
 
 def emergency_levels() -> list[str]:
     """The levels an emergency opens, in the table's order."""
-    wanted = set(getattr(settings, "MEDPORTAL_EMERGENCY_LEVELS", [Level.NORMAL]))
+    wanted = set(getattr(settings, "MEDPORTAL_EMERGENCY_LEVELS", [Level.NORMAL, Level.RESTRICTED]))
     return [level for level in Level.values if level in wanted]
 
 

@@ -7,8 +7,9 @@ grantee and purpose with no categories: the latest one wins
 (``consent.policy.grants_current``). The hub refuses an ``access`` transaction
 that is not signed by the patient's own registered key.
 
-Until the consent issue's password-wrapped keys land, the patient's signing
-key is the one the portal holds for them (``records.keys``).
+The patient's signing key is sealed under their password (Argon2id,
+``records.keys``): every consent change asks for the password again, and the
+portal alone cannot sign for a patient.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from chain.encoding import format_time
 from chain.models import PendingTransaction, TransactionKind
 from chain.services import envelope_sign, transactions_accept
 from records.categories import Category, Level, categories_at
-from records.keys import patient_signing_key
+from records.keys import PasswordRequired, WrongPassword, patient_signing_key
 from records.models import Patient
 
 PURPOSES = ("treatment", "second_opinion", "research")
@@ -56,12 +57,23 @@ def _patient_for(user: User) -> Patient:
     return patient
 
 
-def _submit(patient: Patient, payload: dict) -> PendingTransaction:
+def _signing_key(user: User, patient: Patient, password: str):
+    """The patient's signing key, opened with the password they typed just now."""
+    if user.must_change_password:
+        # The temporary password was chosen by staff: it must not sign consent.
+        raise PermissionDenied("Choose your own password before you change your consent.")
+    try:
+        return patient_signing_key(patient, password)
+    except (PasswordRequired, WrongPassword):
+        raise ValidationError({"password": ["That is not your password."]}) from None
+
+
+def _submit(user: User, patient: Patient, password: str, payload: dict) -> PendingTransaction:
     envelope = envelope_sign(
         kind=TransactionKind.ACCESS,
         payload=payload,
         key=patient,  # has the key_id; the private key is given below
-        private=patient_signing_key(patient),
+        private=_signing_key(user, patient, password),
     )
     return transactions_accept(envelopes=[envelope], submitted_by=connection.tenant.slug)[0]
 
@@ -70,6 +82,7 @@ def _submit(patient: Patient, payload: dict) -> PendingTransaction:
 def consent_grant(
     *,
     user: User,
+    password: str,
     grantee_type: str,
     grantee_id: str,
     categories: Iterable[str],
@@ -93,7 +106,9 @@ def consent_grant(
     if not chosen:
         raise ValidationError({"categories": ["Choose at least one category."]})
     return _submit(
+        user,
         patient,
+        password,
         {
             "patient": patient.pseudonym,
             "grantee": {"type": grantee_type, "id": grantee_id},
@@ -106,14 +121,16 @@ def consent_grant(
 
 @transaction.atomic
 def consent_revoke(
-    *, user: User, grantee_type: str, grantee_id: str, purpose: str = "treatment"
+    *, user: User, password: str, grantee_type: str, grantee_id: str, purpose: str = "treatment"
 ) -> PendingTransaction:
     """Withdraw a grant: from the next read on, the grantee is refused."""
     patient = _patient_for(user)
     if grantee_type not in GRANTEE_TYPES or purpose not in PURPOSES or not grantee_id:
         raise ValidationError({"grant": ["There is no such grant to revoke."]})
     return _submit(
+        user,
         patient,
+        password,
         {
             "patient": patient.pseudonym,
             "grantee": {"type": grantee_type, "id": grantee_id},

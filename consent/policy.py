@@ -12,7 +12,8 @@ exchange). The answer names its reason, which goes into the access log:
   grantee (the doctor, or their whole hospital) and purpose covers every
   category of the section and has not expired;
 * ``emergency:<tx hash>`` — a declared emergency for this doctor, not expired,
-  for the levels in ``MEDPORTAL_EMERGENCY_LEVELS``;
+  for the categories it names (those of the levels in
+  ``MEDPORTAL_EMERGENCY_LEVELS`` when it was declared);
 * ``deny:...`` — none of these.
 
 Grants are read from the hub's canonical chain every time (sealed and
@@ -110,7 +111,9 @@ def grants_current(*, patient_pseudonyms: Iterable[str]) -> list[Grant]:
     for is_pending, rows in ((False, sealed), (True, pending)):
         for tx_hash, payload in rows:
             grantee = payload["grantee"]
-            key = (payload["patient"], grantee["type"], grantee["id"], payload["purpose"])
+            # One person, all their pseudonyms: a revocation signed under the
+            # current pseudonym overrides a grant made under a former one.
+            key = (grantee["type"], grantee["id"], payload["purpose"])
             latest[key] = Grant(
                 tx_hash=tx_hash,
                 patient=payload["patient"],
@@ -126,7 +129,9 @@ def grants_current(*, patient_pseudonyms: Iterable[str]) -> list[Grant]:
 
 def emergency_levels() -> frozenset[str]:
     """The sensitivity levels a declared emergency opens (``MEDPORTAL_EMERGENCY_LEVELS``)."""
-    levels = frozenset(getattr(settings, "MEDPORTAL_EMERGENCY_LEVELS", [Level.NORMAL]))
+    levels = frozenset(
+        getattr(settings, "MEDPORTAL_EMERGENCY_LEVELS", [Level.NORMAL, Level.RESTRICTED])
+    )
     unknown = levels - set(Level.values)
     if unknown:
         raise ImproperlyConfigured(
@@ -177,7 +182,9 @@ def access_decide(
         if not is_mine:
             continue
         if grant.purpose == "emergency":
-            if section.level in emergency_levels():
+            # What the signed declaration covers (the levels configured when it was
+            # declared), not today's setting.
+            if needed <= grant.categories:
                 return Decision(True, f"emergency:{grant.tx_hash}", grant.tx_hash, True)
             continue
         if grant.purpose == purpose and needed <= grant.categories:

@@ -252,6 +252,7 @@ def _grantee_check(grantee_type: str, grantee_id: str) -> None:
 def sharing_grant(
     *,
     user: User,
+    password: str,
     grantee_type: str,
     grantee_id: str,
     categories: Iterable[str],
@@ -265,6 +266,7 @@ def sharing_grant(
     _grantee_check(grantee_type, grantee_id)
     return consent_grant(
         user=user,
+        password=password,
         grantee_type=grantee_type,
         grantee_id=grantee_id,
         categories=categories,
@@ -274,7 +276,7 @@ def sharing_grant(
 
 
 def sharing_revoke(
-    *, user: User, grantee_type: str, grantee_id: str, purpose: str
+    *, user: User, password: str, grantee_type: str, grantee_id: str, purpose: str
 ) -> PendingTransaction:
     """Withdraw one of the signed-in patient's current grants (400 if there is none)."""
     current = {
@@ -284,7 +286,11 @@ def sharing_revoke(
     if (grantee_type, grantee_id, purpose) not in current:
         raise ValidationError({"grant": ["There is no such grant to revoke."]})
     return consent_revoke(
-        user=user, grantee_type=grantee_type, grantee_id=grantee_id, purpose=purpose
+        user=user,
+        password=password,
+        grantee_type=grantee_type,
+        grantee_id=grantee_id,
+        purpose=purpose,
     )
 
 
@@ -417,7 +423,11 @@ def _requesting_doctor_ids(request: AccessRequest) -> list[int]:
 
 @transaction.atomic
 def access_request_answer(
-    *, user: User, request_id: uuid.UUID | str, approve_categories: Iterable[str] | None
+    *,
+    user: User,
+    request_id: uuid.UUID | str,
+    approve_categories: Iterable[str] | None,
+    password: str = "",
 ) -> AccessRequest:
     """The patient answers a request for one of their pseudonyms: ``None``
     declines; otherwise the named categories (or whole levels), all within the
@@ -457,6 +467,7 @@ def access_request_answer(
                 held, expires_at = grant.categories, grant.expires_at
         submitted = consent_grant(
             user=user,
+            password=password,
             grantee_type="practitioner",
             grantee_id=request.practitioner_pseudonym,
             categories=[*approved, *held],

@@ -37,7 +37,7 @@ from consent.requests import (
 from records.selectors import patient_get_for_user
 from records.views import _signed_in_with
 
-GRANT_FIELDS = ("grantee_type", "grantee_id", "categories", "purpose", "expires_at")
+GRANT_FIELDS = ("grantee_type", "grantee_id", "categories", "purpose", "expires_at", "password")
 TX_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -95,6 +95,8 @@ def sharing(request):
         try:
             submitted = sharing_grant(
                 user=request.user,
+                # Asked again at every change: it opens the key that signs.
+                password=request.POST.get("password", ""),
                 grantee_type=grantee_type,
                 grantee_id=grantee_id,
                 categories=chosen["categories"],
@@ -142,6 +144,7 @@ def sharing_revoke_view(request):
     try:
         submitted = sharing_revoke(
             user=request.user,
+            password=request.POST.get("password", ""),
             grantee_type=grantee_type,
             grantee_id=grantee_id,
             purpose=request.POST.get("purpose", ""),
@@ -174,7 +177,10 @@ def request_answer(request, request_id):
         approve = request.POST.getlist("categories")
     try:
         answered = access_request_answer(
-            user=request.user, request_id=request_id, approve_categories=approve
+            user=request.user,
+            request_id=request_id,
+            approve_categories=approve,
+            password=request.POST.get("password", ""),
         )
     except ValidationError as error:
         for messages_list in _errors(error).values():

@@ -214,6 +214,12 @@ MEDPORTAL_BLOB_ROOT = env_str("MEDPORTAL_BLOB_ROOT", str(BASE_DIR / "var" / "blo
 MEDPORTAL_ATTACHMENT_MAX_BYTES = env_int("MEDPORTAL_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
 # How long a patient's account-linking code stays valid.
 MEDPORTAL_LINK_CODE_SECONDS = env_int("MEDPORTAL_LINK_CODE_SECONDS", 600)
+# Argon2id cost of the key that seals a patient's signing key under their password.
+MEDPORTAL_PATIENT_KEY_ARGON2 = {
+    "time_cost": env_int("PATIENT_KEY_ARGON2_TIME_COST", 3),
+    "memory_cost": env_int("PATIENT_KEY_ARGON2_MEMORY_KIB", 65536),
+    "parallelism": 1,
+}
 # Emergency (break-glass) access: how long it lasts and which sensitivity
 # levels it opens (normal, restricted, very_restricted).
 MEDPORTAL_EMERGENCY_HOURS = env_int("MEDPORTAL_EMERGENCY_HOURS", 24)

@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import HasRole, user_has_role
 from accounts.roles import Role
-from consent.selectors_export import consent_for_export
+from consent.selectors_export import access_log_for_export, consent_for_export
 from records.content import ContentInvalid
 from records.fhir import patient_bundle
 from records.selectors import (
@@ -36,6 +36,7 @@ from records.selectors import (
     patient_list_for_user,
     record_get_for_user,
     record_view_for_user,
+    records_elsewhere_for_staff,
     records_for_staff,
 )
 from records.services import SEXES, identity_clean, patient_create, record_amend, record_create
@@ -109,7 +110,20 @@ class RecordOutputSerializer(serializers.Serializer):
     content = serializers.JSONField(
         allow_null=True, help_text="The record's content (see records.content), or null."
     )
+    withheld = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Sections the reader may not see (the patient has not shared them): "
+        "named here, absent from content.",
+    )
     attachments = AttachmentOutputSerializer(many=True)
+
+
+def _staff_views(user, patient) -> list[RecordView]:
+    """This hospital's entries and, as far as the patient shared them, other
+    hospitals' (through the exchange), newest first, as the chart shows them."""
+    views = records_for_staff(user=user, patient=patient)
+    views += records_elsewhere_for_staff(user=user, patient=patient)
+    return sorted(views, key=lambda view: view.created_at, reverse=True)
 
 
 def _record_data(view: RecordView) -> dict:
@@ -249,14 +263,15 @@ class PatientFhirApi(APIView):
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         row = patient_get_for_user(user=request.user, patient_id=patient_id)
-        grants, names = (), {}
+        grants, names, access_log = (), {}, []
         if _is_staff(request.user):
-            views = records_for_staff(user=request.user, patient=row.patient)
+            views = _staff_views(request.user, row.patient)
         else:
             # patient_get_for_user already refused anyone but the patient themself;
-            # their own export carries their consents too.
+            # their own export carries their consents and their access log too.
             views = patient_history_for_user(user=request.user)
             grants, names = consent_for_export(patient=row.patient)
+            access_log = access_log_for_export(patient=row.patient)
         bundle = patient_bundle(
             identity=row.identity,
             patient=row.patient,
@@ -264,6 +279,7 @@ class PatientFhirApi(APIView):
             hospital_slug=request.tenant.slug,
             grants=grants,
             grantee_names=names,
+            access_log=access_log,
         )
         response = Response(bundle)
         if query.validated_data["download"]:
@@ -306,7 +322,7 @@ class RecordListCreateApi(APIView):
             if wanted is None:
                 raise ApiValidationError({"patient": ["This parameter is required."]})
             row = patient_get_for_user(user=request.user, patient_id=wanted)
-            views = records_for_staff(user=request.user, patient=row.patient)
+            views = _staff_views(request.user, row.patient)
         else:
             if wanted is not None:
                 patient_get_for_user(user=request.user, patient_id=wanted)  # 404 if not theirs

@@ -183,7 +183,7 @@ def demo_patient_ensure(*, username: str, password: str) -> tuple[Patient, bool]
     return patient, True
 
 
-def demo_records_seed(*, tenants: dict) -> None:
+def demo_records_seed(*, tenants: dict, password: str) -> None:
     """Link Li Wei's two accounts, then write each demo patient's entries."""
     with tenant_context(tenants["alpha"]):
         alpha_li = Patient.objects.get(user__username="alpha-patient")
@@ -191,8 +191,8 @@ def demo_records_seed(*, tenants: dict) -> None:
         beta_li = Patient.objects.get(user__username="beta-patient")
         if beta_li.pseudonym != alpha_li.pseudonym:
             with tenant_context(tenants["alpha"]):
-                issued = link_code_create(user=alpha_li.user)
-            link_code_redeem(user=beta_li.user, code=issued.code)
+                issued = link_code_create(user=alpha_li.user, password=password)
+            link_code_redeem(user=beta_li.user, code=issued.code, password=password)
     for slug, doctor in (("alpha", "alpha-doctor"), ("beta", "beta-doctor")):
         with tenant_context(tenants[slug]):
             author = User.objects.get(username=doctor)

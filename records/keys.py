@@ -18,14 +18,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import unicodedata
 from dataclasses import dataclass, field
 
+from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
 
 from chain import keys as keyring
 from chain.encoding import b64, canonical_json, unb64
@@ -118,14 +121,100 @@ def patient_keys_new(*, pseudonym: str) -> PatientKeys:
     )
 
 
-def patient_signing_key(patient) -> Ed25519PrivateKey:
-    raw = _open(
-        patient.sealed_signing_key,
-        pseudonym=patient.pseudonym,
-        label="signing",
-        version=patient.key_version,
+# --- The signing key under the patient's password ------------------------------
+
+
+class PasswordRequired(DecryptionError):
+    """The patient's signing key opens only with their password."""
+
+
+class WrongPassword(DecryptionError):
+    """The password given does not open the patient's signing key."""
+
+
+def _argon2_parameters() -> dict:
+    configured = getattr(settings, "MEDPORTAL_PATIENT_KEY_ARGON2", {})
+    return {
+        "t": int(configured.get("time_cost", 3)),
+        "m": int(configured.get("memory_cost", 65536)),
+        "p": int(configured.get("parallelism", 1)),
+    }
+
+
+def _password_key(password: str, salt: bytes, parameters: dict) -> bytes:
+    return hash_secret_raw(
+        password.encode(),
+        salt,
+        time_cost=parameters["t"],
+        memory_cost=parameters["m"],
+        parallelism=parameters["p"],
+        hash_len=32,
+        type=Type.ID,
     )
+
+
+def _password_aad(key_id: str, parameters: dict) -> bytes:
+    return canonical_json({"purpose": "patient-signing-key", "key_id": key_id, "kdf": parameters})
+
+
+def password_seal(raw: bytes, *, password: str, key_id: str) -> str:
+    """The raw signing key sealed under Argon2id(password): JSON with the KDF
+    parameters, so they can be raised later without breaking older wraps."""
+    parameters = _argon2_parameters()
+    salt, nonce = os.urandom(16), os.urandom(12)
+    key = _password_key(password, salt, parameters)
+    sealed = AESGCM(key).encrypt(nonce, raw, _password_aad(key_id, parameters))
+    return canonical_json(
+        {
+            "v": 1,
+            "kdf": "argon2id",
+            **parameters,
+            "salt": b64(salt),
+            "nonce": b64(nonce),
+            "ct": b64(sealed),
+        }
+    ).decode()
+
+
+def password_open(sealed: str, *, password: str, key_id: str) -> bytes:
+    try:
+        data = json.loads(sealed)
+        parameters = {"t": data["t"], "m": data["m"], "p": data["p"]}
+        key = _password_key(password, unb64(data["salt"]), parameters)
+        return AESGCM(key).decrypt(
+            unb64(data["nonce"]), unb64(data["ct"]), _password_aad(key_id, parameters)
+        )
+    except (InvalidTag, ValueError, KeyError, TypeError):
+        raise WrongPassword("the password does not open the patient's signing key") from None
+
+
+def patient_signing_key(patient, password: str | None = None) -> Ed25519PrivateKey:
+    """The patient's signing key. Once the patient has a portal password it is
+    sealed under that password only (the portal cannot sign for them); before,
+    it is sealed under the master key."""
+    if patient.signing_key_password_wrap:
+        if not password:
+            raise PasswordRequired("enter your password to sign")
+        raw = password_open(
+            patient.signing_key_password_wrap, password=password, key_id=patient.key_id
+        )
+    else:
+        raw = _open(
+            patient.sealed_signing_key,
+            pseudonym=patient.pseudonym,
+            label="signing",
+            version=patient.key_version,
+        )
     return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def signing_key_to_password(patient, private: Ed25519PrivateKey, password: str) -> None:
+    """Seal ``private`` under ``password`` on ``patient`` and drop the master-key
+    copy (the caller saves the row)."""
+    patient.signing_key_password_wrap = password_seal(
+        keyring.private_key_raw(private), password=password, key_id=patient.key_id
+    )
+    patient.sealed_signing_key = ""
 
 
 def patient_encryption_key(patient) -> bytes:

@@ -48,7 +48,10 @@ class Patient(models.Model):
     # master key and the pseudonym (see README, "Patient keys").
     key_id = models.CharField(max_length=64, unique=True)
     signing_public_key = models.CharField(max_length=64)
-    sealed_signing_key = models.TextField()
+    # Under the master key until the patient has a portal password; then blank,
+    # and the key lives only in signing_key_password_wrap (Argon2id of it).
+    sealed_signing_key = models.TextField(blank=True)
+    signing_key_password_wrap = models.TextField(blank=True)
     encryption_public_key = models.CharField(max_length=64)
     sealed_encryption_key = models.TextField()
     key_version = models.PositiveSmallIntegerField()

@@ -463,7 +463,12 @@ def records_sealed_for_hospital(
 
 
 def records_sealed_here(
-    *, tenant, pseudonyms: Iterable[str], recipient_public: bytes, reader: Reader
+    *,
+    tenant,
+    pseudonyms: Iterable[str],
+    recipient_public: bytes,
+    reader: Reader,
+    decide: Callable[[SectionRef], Decision] | None = None,
 ) -> list[SealedRecord]:
     """Called by the hub's exchange inside an origin hospital's schema; the reads
     land in that hospital's access log."""
@@ -473,7 +478,7 @@ def records_sealed_here(
         .prefetch_related("sections")
         .order_by("-created_at")
     )
-    sealed = [_seal_for_reader(record, tenant, recipient_public) for record in records]
+    sealed = [_seal_for_reader(record, tenant, recipient_public, decide) for record in records]
     access_log_reads(reader=reader, sealed=sealed, reason="own-record")
     return sealed
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import filetype
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -46,14 +48,21 @@ from records.crypto import (
     wrap_for_tenant,
 )
 from records.keys import (
+    PasswordRequired,
+    WrongPassword,
     blind_index,
+    password_open,
+    password_seal,
     patient_keys_new,
     patient_signing_key,
     practitioner_pseudonym,
     pseudonym_new,
+    signing_key_to_password,
 )
 from records.models import Patient, Record, RecordIndex, RecordSection
 from records.store import FileSystemStore, get_store
+
+logger = logging.getLogger(__name__)
 
 SEXES = ("female", "male", "other", "unknown")  # FHIR administrative gender
 ATTACHMENT_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
@@ -273,6 +282,9 @@ def patient_create(
         created_by=actor,
     )
     _identity_seal(patient, identity, tenant.slug)
+    if user is not None:
+        # From now on only the patient's password opens their signing key.
+        signing_key_to_password(patient, keys.signing_private, password)
     pending = transaction_submit(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,
@@ -592,7 +604,7 @@ def kek_rotate_batch(*, to_version: int, batch: int = 500) -> int:
 
 
 def _code_digest(code: str) -> str:
-    normalised = "".join(ch for ch in code.upper() if ch in LINK_CODE_ALPHABET)
+    normalised = _normalised_code(code)
     key = keyring.derive_key(purpose="link-code", owner="hub")
     return hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
 
@@ -612,12 +624,45 @@ class IssuedCode:
     expires_at: object
 
 
-def link_code_create(*, user: User) -> IssuedCode:
+def patient_signing_key_reseal(*, user: User, old_password: str, new_password: str) -> None:
+    """Re-seal the patient's signing key under their new password (a password
+    change). A key the old password does not open (it was set by an admin, not
+    changed by the patient) stays as it is: that needs key recovery."""
+    patient = Patient.objects.select_for_update().filter(user=user).first()
+    if patient is None or not patient.signing_key_password_wrap:
+        return
+    try:
+        private = patient_signing_key(patient, old_password)
+    except (PasswordRequired, WrongPassword):
+        logger.warning(
+            "patient %s: signing key not re-sealed (old password does not open it)",
+            patient.pseudonym,
+        )
+        return
+    signing_key_to_password(patient, private, new_password)
+    patient.save(update_fields=["signing_key_password_wrap", "sealed_signing_key"])
+
+
+def _normalised_code(code: str) -> str:
+    return "".join(ch for ch in (code or "").upper() if ch in LINK_CODE_ALPHABET)
+
+
+def _signing_key_with_password(patient: Patient, password: str):
+    try:
+        return patient_signing_key(patient, password)
+    except (PasswordRequired, WrongPassword):
+        raise ValidationError({"password": ["That is not your password."]}) from None
+
+
+def link_code_create(*, user: User, password: str) -> IssuedCode:
     """A one-time code (10 minutes) the patient types in at another hospital.
 
-    Only the code's HMAC is stored, at the hub; the code is shown once."""
+    Only the code's HMAC is stored, at the hub, with the patient's signing key
+    sealed under the code (Argon2id), for the other hospital to re-seal under
+    that account's password. The code is shown once."""
     tenant = _hospital()
     patient = _patient_of(user)
+    private = _signing_key_with_password(patient, password)
     raw = "".join(secrets.choice(LINK_CODE_ALPHABET) for _ in range(LINK_CODE_LENGTH))
     now = timezone.now()
     expires = now + timedelta(seconds=settings.MEDPORTAL_LINK_CODE_SECONDS)
@@ -629,6 +674,9 @@ def link_code_create(*, user: User) -> IssuedCode:
             pseudonym=patient.pseudonym,
             created_at=now,
             expires_at=expires,
+            transport_wrap=password_seal(
+                keyring.private_key_raw(private), password=raw, key_id=patient.key_id
+            ),
         )
     return IssuedCode(code=f"{raw[:5]}-{raw[5:]}", expires_at=expires)
 
@@ -637,7 +685,7 @@ class LinkRefused(ValidationError):
     pass
 
 
-def link_code_redeem(*, user: User, code: str) -> Patient:
+def link_code_redeem(*, user: User, code: str, password: str) -> Patient:
     """Join this hospital's account to the pseudonym of the hospital that issued ``code``.
 
     The hub hands over the patient's sealed keys (they open only with the
@@ -650,8 +698,12 @@ def link_code_redeem(*, user: User, code: str) -> Patient:
     now = timezone.now()
     if patient.link_locked_until and patient.link_locked_until > now:
         raise LinkRefused("Too many wrong codes. Try again in a few minutes.")
+    if not user.check_password(password or ""):
+        raise ValidationError({"password": ["That is not your password."]})
     with transaction.atomic():
-        linked = _link_apply(tenant=tenant, patient_id=patient.pk, code=code, now=now)
+        linked = _link_apply(
+            tenant=tenant, patient_id=patient.pk, code=code, now=now, password=password
+        )
     if isinstance(linked, Patient):
         return linked
     # A wrong code: counted in its own transaction, after the attempt's rolled back.
@@ -663,7 +715,7 @@ def link_code_redeem(*, user: User, code: str) -> Patient:
     raise LinkRefused(linked)
 
 
-def _link_apply(*, tenant, patient_id, code: str, now) -> Patient | str:
+def _link_apply(*, tenant, patient_id, code: str, now, password: str) -> Patient | str:
     """The link itself, or the reason it was refused (to be counted as a failure)."""
     patient = Patient.objects.select_for_update().get(pk=patient_id)
     with schema_context(get_public_schema_name()):
@@ -677,9 +729,11 @@ def _link_apply(*, tenant, patient_id, code: str, now) -> Patient | str:
             return "That code is not valid or has expired."
         if link.origin_id == tenant.pk:
             return "That code was made at this hospital: enter it at the other one."
+        transport = link.transport_wrap
         link.used_at = now
         link.used_by_id = tenant.pk
-        link.save(update_fields=["used_at", "used_by"])
+        link.transport_wrap = ""  # single use: the sealed key leaves the hub
+        link.save(update_fields=["used_at", "used_by", "transport_wrap"])
     if link.pseudonym == patient.pseudonym or link.pseudonym in patient.former_pseudonyms:
         raise LinkRefused("These accounts are already linked.")
     with schema_context(link.origin.schema_name):
@@ -702,7 +756,10 @@ def _link_apply(*, tenant, patient_id, code: str, now) -> Patient | str:
     for field, value in keys.items():
         setattr(patient, field, value)
     _identity_seal(patient, identity, tenant.slug)
-    signing = patient_signing_key(patient)
+    signing = Ed25519PrivateKey.from_private_bytes(
+        password_open(transport, password=_normalised_code(code), key_id=patient.key_id)
+    )
+    signing_key_to_password(patient, signing, password)
     transaction_submit(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,

@@ -37,7 +37,6 @@ from records.selectors import (
     records_for_staff,
 )
 from records.services import (
-    LinkRefused,
     attachment_check,
     identity_clean,
     link_code_create,
@@ -403,20 +402,24 @@ def my_summary(request):
 @require_http_methods(["GET", "POST"])
 def link(request):
     patient_for_account(user=request.user)
-    issued, errors, code = None, [], ""
+    issued, errors, create_errors, code = None, [], [], ""
     status = 200
     if request.method == "POST":
         action = request.POST.get("action")
+        password = request.POST.get("password", "")
         if action == "create":
-            issued = link_code_create(user=request.user)
+            try:
+                issued = link_code_create(user=request.user, password=password)
+            except ValidationError as error:
+                create_errors, status = error.messages, 400
         elif action == "redeem":
             code = request.POST.get("code", "").strip()[:40]
             if not code:
                 errors = ["Enter the code from the other hospital."]
             else:
                 try:
-                    link_code_redeem(user=request.user, code=code)
-                except LinkRefused as error:
+                    link_code_redeem(user=request.user, code=code, password=password)
+                except ValidationError as error:  # LinkRefused, or a wrong password
                     errors = error.messages
                 else:
                     messages.success(
@@ -424,11 +427,11 @@ def link(request):
                     )
                     return redirect(reverse("records:mine"))
             status = 400
-        else:
+        elif action != "create":
             errors, status = ["Choose what to do."], 400
     return render(
         request,
         "records/link.html",
-        {"issued": issued, "errors": errors, "code": code},
+        {"issued": issued, "errors": errors, "create_errors": create_errors, "code": code},
         status=status,
     )

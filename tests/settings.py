@@ -25,3 +25,6 @@ from medportal.settings import *  # noqa: F403
 # Each run gets its own test database, so two runs on one machine (a developer
 # and CI, or two terminals) never drop each other's.
 DATABASES["default"]["TEST"] = {"NAME": f"test_medportal_{os.getpid()}"}  # noqa: F405
+
+# Cheap Argon2 for patients' signing keys: hundreds of patients sign in tests.
+MEDPORTAL_PATIENT_KEY_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}

@@ -28,6 +28,9 @@ class LinkCode(models.Model):
     used_by = models.ForeignKey(
         "tenants.Tenant", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
+    # The patient's signing key sealed under Argon2id(code), for the second
+    # hospital to re-seal under that account's password; emptied when used.
+    transport_wrap = models.TextField(blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["expires_at"], name="exchange_link_expiry")]

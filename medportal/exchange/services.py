@@ -84,9 +84,20 @@ def records_for_patient(
 
     Returns ``records.selectors.SealedRecord`` items, newest first.
     """
+    from consent.policy import Requester, access_decide
     from records.selectors import records_sealed_here
 
     pseudonyms = patient_pseudonyms(requester_slug=requester_slug, pseudonym=pseudonym)
+    # The same decision point as every other read (it answers "own-record").
+    requester = Requester(
+        role="patient", tenant_slug=requester_slug, patient_pseudonyms=frozenset(pseudonyms)
+    )
+
+    def decide(section):
+        return access_decide(
+            requester=requester, patient_pseudonyms=frozenset(pseudonyms), section=section
+        )
+
     sealed = []
     for origin in patient_origins(pseudonyms=pseudonyms):
         with schema_context(origin.schema_name):
@@ -96,6 +107,7 @@ def records_for_patient(
                     pseudonyms=pseudonyms,
                     recipient_public=recipient_public,
                     reader=reader,
+                    decide=decide,
                 )
             )
     sealed.sort(key=lambda item: item.created_at, reverse=True)

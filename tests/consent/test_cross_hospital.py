@@ -10,6 +10,7 @@ from consent.grants import consent_grant, consent_revoke
 from consent.models import AccessLogEntry
 from records.models import Patient
 from records.selectors import records_elsewhere_for_staff
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +43,9 @@ def _alpha_last(alpha):
 def _revoke_demo_grant(alpha, li_at_alpha):
     """The demo has Li Wei share her normal alpha entries with beta: undo it."""
     with tenant_context(alpha):
-        consent_revoke(user=li_at_alpha.user, grantee_type="tenant", grantee_id="beta")
+        consent_revoke(
+            user=li_at_alpha.user, password=PASSWORD, grantee_type="tenant", grantee_id="beta"
+        )
 
 
 def test_without_a_grant_the_doctor_sees_that_entries_exist_and_nothing_of_them(
@@ -64,7 +67,11 @@ def test_a_grant_to_beta_opens_normal_sections_only_and_revoking_closes_them(alp
     doctor, li_at_beta, li_at_alpha = people
     with tenant_context(alpha):
         grant = consent_grant(
-            user=li_at_alpha.user, grantee_type="tenant", grantee_id="beta", categories=["normal"]
+            user=li_at_alpha.user,
+            password=PASSWORD,
+            grantee_type="tenant",
+            grantee_id="beta",
+            categories=["normal"],
         )
     before = _alpha_last(alpha)
     views = _elsewhere(beta, doctor, li_at_beta)
@@ -76,13 +83,15 @@ def test_a_grant_to_beta_opens_normal_sections_only_and_revoking_closes_them(alp
     allowed = [e for e in _alpha_log_after(alpha, before) if e.decision == "allow"]
     assert {e.reason for e in allowed} == {f"grant:{grant.hash}"}
     with tenant_context(alpha):
-        consent_revoke(user=li_at_alpha.user, grantee_type="tenant", grantee_id="beta")
+        consent_revoke(
+            user=li_at_alpha.user, password=PASSWORD, grantee_type="tenant", grantee_id="beta"
+        )
     after_revoke = _elsewhere(beta, doctor, li_at_beta)
     assert all(view.content is None for view in after_revoke)
 
 
 def test_the_chart_at_beta_lists_alpha_entries_as_not_shared_until_granted(alpha, beta, people):
-    from tests.conftest import login_client
+    from tests.conftest import PASSWORD, login_client
 
     _, li_at_beta, li_at_alpha = people
     _revoke_demo_grant(alpha, li_at_alpha)
@@ -93,7 +102,11 @@ def test_the_chart_at_beta_lists_alpha_entries_as_not_shared_until_granted(alpha
     assert "Headaches and tiredness" not in page
     with tenant_context(alpha):
         consent_grant(
-            user=li_at_alpha.user, grantee_type="tenant", grantee_id="beta", categories=["normal"]
+            user=li_at_alpha.user,
+            password=PASSWORD,
+            grantee_type="tenant",
+            grantee_id="beta",
+            categories=["normal"],
         )
     page = client.get(f"/records/patients/{li_at_beta.id}/").content.decode()
     assert "Headaches and tiredness" in page

@@ -61,7 +61,9 @@ def people(alpha, beta):
         li_at_alpha = Patient.objects.select_related("user").get(user__username="alpha-patient")
         # The demo's grant to beta would open the same sections: withdraw it, so
         # that what opens them here is the emergency.
-        consent_revoke(user=li_at_alpha.user, grantee_type="tenant", grantee_id="beta")
+        consent_revoke(
+            user=li_at_alpha.user, password=PASSWORD, grantee_type="tenant", grantee_id="beta"
+        )
     return doctor, admin, li_at_beta, li_at_alpha
 
 

@@ -24,6 +24,7 @@ from records.keys import patient_signing_key, practitioner_pseudonym
 from records.models import Patient
 from records.selectors import records_for_staff
 from records.services import record_create
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +90,11 @@ def test_a_grant_opens_the_section_and_a_revocation_closes_it_again(
 ):
     with tenant_context(alpha):
         grant = consent_grant(
-            user=li.user, grantee_type="tenant", grantee_id="alpha", categories=["mental_health"]
+            user=li.user,
+            password=PASSWORD,
+            grantee_type="tenant",
+            grantee_id="alpha",
+            categories=["mental_health"],
         )
     view = _view_of(alpha, colleague, li, sensitive_record)
     assert view.withheld == []
@@ -97,7 +102,7 @@ def test_a_grant_opens_the_section_and_a_revocation_closes_it_again(
     assert grant.payload["patient"] == li.pseudonym
     assert grant.author == li.key_id  # signed with the patient's key
     with tenant_context(alpha):
-        consent_revoke(user=li.user, grantee_type="tenant", grantee_id="alpha")
+        consent_revoke(user=li.user, password=PASSWORD, grantee_type="tenant", grantee_id="alpha")
     again = _view_of(alpha, colleague, li, sensitive_record)
     assert again.withheld == ["very_restricted"]
     assert again.content["diagnoses"] == []
@@ -110,6 +115,7 @@ def test_an_expired_grant_allows_nothing(li):
     with tenant_context(_tenant("alpha")):
         consent_grant(
             user=li.user,
+            password=PASSWORD,
             grantee_type="tenant",
             grantee_id="beta",
             categories=["normal"],
@@ -142,7 +148,11 @@ def test_a_grant_from_the_linked_account_at_beta_is_accepted(beta):
     with tenant_context(beta):
         li_at_beta = Patient.objects.select_related("user").get(user__username="beta-patient")
         consent_grant(
-            user=li_at_beta.user, grantee_type="tenant", grantee_id="beta", categories=["normal"]
+            user=li_at_beta.user,
+            password=PASSWORD,
+            grantee_type="tenant",
+            grantee_id="beta",
+            categories=["normal"],
         )
     grants = grants_current(patient_pseudonyms=[li_at_beta.pseudonym])
     assert [(g.grantee_id, g.purpose) for g in grants if g.grantee_id == "beta"] == [
@@ -167,7 +177,7 @@ def test_the_hub_refuses_consent_not_signed_by_the_patient(alpha, li):
             kind=TransactionKind.ACCESS,
             payload=payload,
             key=maria,
-            private=patient_signing_key(maria),
+            private=patient_signing_key(maria, PASSWORD),
         )
     with pytest.raises(TransactionRejected, match="their own records only"):
         transactions_accept(envelopes=[forged], submitted_by="alpha")
@@ -188,7 +198,7 @@ def test_a_patient_cannot_declare_an_emergency(alpha, li):
                 "reason_hash": "0" * 64,
             },
             key=li,
-            private=patient_signing_key(li),
+            private=patient_signing_key(li, PASSWORD),
         )
     with pytest.raises(TransactionRejected, match="declared by the hospital"):
         transactions_accept(envelopes=[envelope], submitted_by="alpha")

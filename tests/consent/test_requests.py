@@ -13,7 +13,7 @@ from medportal.exchange.models import AccessRequest
 from records.keys import practitioner_pseudonym
 from records.models import Patient
 from records.selectors import records_elsewhere_for_staff
-from tests.conftest import login_client
+from tests.conftest import PASSWORD, login_client
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +71,7 @@ def test_partial_approval_grants_the_doctor_exactly_those_categories_and_opens_t
     client = login_client(alpha, "alpha-patient")
     response = client.post(
         f"/consent/sharing/requests/{request.id}/answer/",
-        {"decision": "approve_selected", "categories": ["clinical_notes"]},
+        {"decision": "approve_selected", "categories": ["clinical_notes"], "password": PASSWORD},
     )
     assert response.status_code == 302 and "receipt=" in response["Location"]
     [grant] = _doctor_grants(li_at_alpha, doctor)
@@ -95,17 +95,25 @@ def test_approving_a_request_keeps_what_the_doctor_already_held(alpha, beta, peo
     doctor, li_at_beta, li_at_alpha, _ = people
     first = _request(beta, doctor, li_at_beta, categories=["labs"])
     with tenant_context(alpha):
-        access_request_answer(user=li_at_alpha.user, request_id=first.id, approve_categories=None)
+        access_request_answer(
+            user=li_at_alpha.user, password=PASSWORD, request_id=first.id, approve_categories=None
+        )
     assert _doctor_grants(li_at_alpha, doctor) == []
     second = _request(beta, doctor, li_at_beta, categories=["labs", "imaging"])
     with tenant_context(alpha):
         access_request_answer(
-            user=li_at_alpha.user, request_id=second.id, approve_categories=["imaging"]
+            user=li_at_alpha.user,
+            password=PASSWORD,
+            request_id=second.id,
+            approve_categories=["imaging"],
         )
     third = _request(beta, doctor, li_at_beta, categories=["labs"])
     with tenant_context(alpha):
         answered = access_request_answer(
-            user=li_at_alpha.user, request_id=third.id, approve_categories=["labs"]
+            user=li_at_alpha.user,
+            password=PASSWORD,
+            request_id=third.id,
+            approve_categories=["labs"],
         )
     assert answered.status == "approved"
     [grant] = _doctor_grants(li_at_alpha, doctor)
@@ -134,7 +142,10 @@ def test_approving_more_than_was_asked_is_refused(alpha, beta, people):
     request = _request(beta, doctor, li_at_beta, categories=["labs"])
     with tenant_context(alpha), pytest.raises(Exception, match="asked for"):
         access_request_answer(
-            user=li_at_alpha.user, request_id=request.id, approve_categories=["genetics"]
+            user=li_at_alpha.user,
+            password=PASSWORD,
+            request_id=request.id,
+            approve_categories=["genetics"],
         )
     request.refresh_from_db()
     assert request.status == "pending" and _doctor_grants(li_at_alpha, doctor) == []
@@ -151,7 +162,9 @@ def test_another_patient_can_neither_see_nor_answer_it(alpha, beta, people):
     )
     assert response.status_code == 404
     with tenant_context(alpha), pytest.raises(Http404):
-        access_request_answer(user=other, request_id=request.id, approve_categories=["labs"])
+        access_request_answer(
+            user=other, password=PASSWORD, request_id=request.id, approve_categories=["labs"]
+        )
     assert client.get("/api/v1/access-requests/").json() == []
     api = client.post(
         f"/api/v1/access-requests/{request.id}/answer",
@@ -181,9 +194,12 @@ def test_the_doctor_requests_from_the_chart_and_sees_the_answer_highlighted(alph
     page = client.get("/consent/requests/").content.decode()
     assert "Waiting for the patient" in page and "New answer" not in page
     with tenant_context(alpha):
-        access_request_answer(user=li_at_alpha.user, request_id=request.id, approve_categories=[
-            "clinical_notes"
-        ])  # fmt: skip
+        access_request_answer(
+            user=li_at_alpha.user,
+            password=PASSWORD,
+            request_id=request.id,
+            approve_categories=["clinical_notes"],
+        )
     page = client.get("/consent/requests/").content.decode()
     assert "New answer" in page and "answer-new" in page and "Approved" in page
     # Shown as new once.
@@ -226,7 +242,7 @@ def test_api_request_list_and_answer(alpha, beta, people):
     assert listed[0]["requester_tenant"] == "beta"
     answered = patient_client.post(
         f"/api/v1/access-requests/{body['id']}/answer",
-        {"decision": "approve"},
+        {"decision": "approve", "password": PASSWORD},
         content_type="application/json",
     )
     assert answered.status_code == 200
@@ -289,5 +305,7 @@ def test_the_patient_is_told_of_a_request_and_the_doctor_of_the_answer(alpha, be
     request = _request(beta, doctor, li_at_beta)
     assert _kinds(alpha, li_at_alpha.user_id) == [*before_patient, "access_request"]
     with tenant_context(alpha):
-        access_request_answer(user=li_at_alpha.user, request_id=request.pk, approve_categories=None)
+        access_request_answer(
+            user=li_at_alpha.user, password=PASSWORD, request_id=request.pk, approve_categories=None
+        )
     assert _kinds(beta, doctor.pk) == [*before_doctor, "request_answered"]

@@ -12,7 +12,7 @@ from consent.requests import practitioner_search
 from records.categories import categories_at
 from records.keys import practitioner_pseudonym
 from records.models import Patient
-from tests.conftest import login_client, user_at
+from tests.conftest import PASSWORD, login_client, user_at
 
 pytestmark = pytest.mark.django_db
 
@@ -58,6 +58,7 @@ def test_a_grant_shows_on_the_page_and_is_gone_after_revoking(alpha, beta):
         "/consent/sharing/",
         {
             "action": "grant",
+            "password": PASSWORD,
             "grantee": "tenant:beta",
             "categories": ["normal", "mental_health"],
             "purpose": "second_opinion",
@@ -76,7 +77,8 @@ def test_a_grant_shows_on_the_page_and_is_gone_after_revoking(alpha, beta):
     assert "may read, for a second opinion" in page
 
     response = client.post(
-        "/consent/sharing/revoke/", {"grantee": "tenant:beta", "purpose": "second_opinion"}
+        "/consent/sharing/revoke/",
+        {"grantee": "tenant:beta", "purpose": "second_opinion", "password": PASSWORD},
     )
     assert response.status_code == 302
     assert _grants(alpha)[("tenant", "beta", "second_opinion")] == frozenset()
@@ -92,6 +94,7 @@ def test_a_grant_to_a_doctor_from_the_directory(alpha, beta):
         "/consent/sharing/",
         {
             "action": "grant",
+            "password": PASSWORD,
             "grantee": f"practitioner:{pseudonym}",
             "categories": ["labs"],
             "purpose": "treatment",
@@ -129,7 +132,10 @@ def test_a_bad_grant_is_refused_with_messages_and_grants_nothing(alpha, data, fi
     client = login_client(alpha, "alpha-patient")
     before = _grants(alpha)
     pending_before = PendingTransaction.objects.count()
-    response = client.post("/consent/sharing/", {"action": "grant", "purpose": "treatment", **data})
+    response = client.post(
+        "/consent/sharing/",
+        {"action": "grant", "purpose": "treatment", "password": PASSWORD, **data},
+    )
     assert response.status_code == 400
     body = response.content.decode()
     assert "Nothing was shared." in body and field in body
@@ -147,6 +153,7 @@ def test_the_receipt_is_the_signed_transaction_with_its_block(alpha, beta):
         "/consent/sharing/",
         {
             "action": "grant",
+            "password": PASSWORD,
             "grantee": "tenant:beta",
             "categories": ["labs"],
             "purpose": "research",
@@ -190,7 +197,12 @@ def test_api_grant_list_and_revoke(alpha):
     client = login_client(alpha, "alpha-patient")
     created = client.post(
         "/api/v1/consents/",
-        {"grantee_type": "tenant", "grantee_id": "beta", "categories": ["normal"]},
+        {
+            "grantee_type": "tenant",
+            "grantee_id": "beta",
+            "categories": ["normal"],
+            "password": PASSWORD,
+        },
         content_type="application/json",
     )
     assert created.status_code == 201
@@ -202,14 +214,14 @@ def test_api_grant_list_and_revoke(alpha):
     assert listed[0]["categories"] == sorted(categories_at("normal"))
     revoked = client.post(
         "/api/v1/consents/revoke",
-        {"grantee_type": "tenant", "grantee_id": "beta"},
+        {"grantee_type": "tenant", "grantee_id": "beta", "password": PASSWORD},
         content_type="application/json",
     )
     assert revoked.status_code == 200
     assert client.get("/api/v1/consents/").json() == []  # the demo's grant is the same one
     again = client.post(
         "/api/v1/consents/revoke",
-        {"grantee_type": "tenant", "grantee_id": "beta"},
+        {"grantee_type": "tenant", "grantee_id": "beta", "password": PASSWORD},
         content_type="application/json",
     )
     assert again.status_code == 400 and "grant" in again.json()
@@ -224,7 +236,9 @@ def test_api_bad_grant_is_400_and_grants_nothing(alpha):
         {"grantee_type": "tenant", "grantee_id": "nowhere", "categories": ["labs"]},
         {"grantee_type": "group", "grantee_id": "beta", "categories": ["labs"]},
     ):
-        response = client.post("/api/v1/consents/", body, content_type="application/json")
+        response = client.post(
+            "/api/v1/consents/", {**body, "password": PASSWORD}, content_type="application/json"
+        )
         assert response.status_code == 400, body
         assert set(response.json()) & {"categories", "grantee_id", "grantee_type"}
     assert _grants(alpha) == before
@@ -239,3 +253,21 @@ def test_api_consents_are_for_patients_only(alpha):
         content_type="application/json",
     )
     assert response.status_code == 403
+
+
+def test_a_wrong_password_signs_nothing(alpha):
+    client = login_client(alpha, "alpha-patient")
+    before = _grants(alpha)
+    response = client.post(
+        "/consent/sharing/",
+        {
+            "action": "grant",
+            "password": "not-her-password",
+            "grantee": "tenant:beta",
+            "categories": ["labs"],
+            "purpose": "second_opinion",
+        },
+    )
+    assert response.status_code == 400
+    assert "That is not your password." in response.content.decode()
+    assert _grants(alpha) == before

@@ -222,6 +222,8 @@ def test_a_patient_registered_at_two_hospitals_sees_both_entries_once_linked(
     # The patient makes a link code at alpha...
     first_sign_in(page, alpha, person, "alpha")
     page.goto(alpha + "records/link/")
+    # The code carries the signing key, sealed: her password opens it first.
+    page.fill("#id_create_password", person.password)
     main_button(page, "Make a code").click()
     code = page.locator(".link-code code").inner_text().strip()
     assert re.fullmatch(r"[A-Z0-9]{4,}(-[A-Z0-9]{4,})*", code), code
@@ -231,10 +233,12 @@ def test_a_patient_registered_at_two_hospitals_sees_both_entries_once_linked(
     first_sign_in(page, beta, person, "beta")
     page.goto(beta + "records/link/")
     page.fill("#id_code", "WRONG-CODE1")
+    page.fill("#id_redeem_password", person.password)
     main_button(page, "Link").click()
     assert page.locator("#id_code_errors").inner_text() == "That code is not valid or has expired."
     assert page.locator("#id_code").input_value() == "WRONG-CODE1"
     page.fill("#id_code", code)
+    page.fill("#id_redeem_password", person.password)  # a password field is never kept
     main_button(page, "Link").click()
     page.wait_for_url(beta + "records/mine/")
     assert page.locator(".messages").inner_text().startswith("Your accounts are linked")
@@ -253,7 +257,12 @@ def test_a_patient_registered_at_two_hospitals_sees_both_entries_once_linked(
         drug="Amlodipine",
         pulse="88",
     )
-    assert page.locator("article.entry").count() == 1
+    assert page.locator("article.entry:not(.entry-elsewhere)").count() == 1
+    # Alpha's entry shows as existing there, and not shared (no grant from the patient).
+    elsewhere = page.locator("article.entry-elsewhere")
+    assert elsewhere.count() == 1
+    assert "not shared with you" in elsewhere.inner_text()
+    assert departments["alpha"] not in elsewhere.inner_text()
     screenshot(page, "records-chart-beta-doctor-desktop")
 
     # The patient sees both hospitals' entries from either portal.

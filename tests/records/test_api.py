@@ -197,6 +197,7 @@ RECORD_KEYS = {
     "amends",
     "amended_by",
     "categories",
+    "withheld",
     "block_height",
     "tx_hash",
     "erased",
@@ -206,14 +207,17 @@ RECORD_KEYS = {
 }
 
 
-def test_staff_list_a_patients_records_at_this_hospital(alpha):
+def test_staff_list_a_patients_records(alpha):
     li = _patient(alpha, "alpha-patient")
     response = login_client(alpha, "alpha-doctor").get("/api/v1/records/", {"patient": str(li.id)})
     assert response.status_code == 200
     records = response.json()
-    assert len(records) == 2
+    # Her two alpha entries, and beta's, listed as existing but withheld (not shared).
     assert all(set(record) == RECORD_KEYS for record in records)
-    assert {record["origin"] for record in records} == {"alpha"}
+    elsewhere = [record for record in records if record["origin"] != "alpha"]
+    assert all(record["content"] is None and record["withheld"] for record in elsewhere)
+    records = [record for record in records if record["origin"] == "alpha"]
+    assert len(records) == 2
     assert all(not record["errors"] and not record["erased"] for record in records)
     codes = {d["code"] for record in records for d in record["content"]["diagnoses"]}
     assert codes == {"I10", "R73.0"}

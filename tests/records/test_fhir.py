@@ -57,9 +57,10 @@ def test_li_weis_own_bundle_at_alpha_has_both_hospitals(alpha):
     li = _patient(alpha, "alpha-patient")
     bundle, data, _ = _fetch(alpha, "alpha-patient", li)
     assert bundle.type in ("collection", "document")
-    # Her own export also carries her consents (the demo grant to beta).
+    # Her own export also carries her consents (the demo grant to beta) and her access log.
     assert {entry.resource.get_resource_type() for entry in bundle.entry} == RESOURCE_TYPES | {
-        "Consent"
+        "Consent",
+        "AuditEvent",
     }
     assert all(entry.fullUrl.startswith("urn:uuid:") for entry in bundle.entry)
 
@@ -151,7 +152,7 @@ def test_references_resolve_and_provenance_carries_the_chain(alpha):
         assert len(what["value"]) == 64
 
 
-def test_staff_bundle_holds_only_this_hospitals_records(alpha, beta):
+def test_staff_bundle_holds_what_this_hospital_may_read(alpha, beta):
     li = _patient(alpha, "alpha-patient")
     _, data, _ = _fetch(alpha, "alpha-doctor", li)
     assert {e["serviceProvider"]["display"] for e in _resources(data, "Encounter")} == {alpha.name}
@@ -161,7 +162,8 @@ def test_staff_bundle_holds_only_this_hospitals_records(alpha, beta):
 
     beta_li = _patient(beta, "beta-patient")
     _, beta_data, _ = _fetch(beta, "beta-doctor", beta_li)
-    assert _codes(_resources(beta_data, "Condition"), ICD10_SYSTEM) == {"J45.9"}
+    # Beta's own entry, and what Li Wei shared from alpha (the demo grant: normal).
+    assert _codes(_resources(beta_data, "Condition"), ICD10_SYSTEM) == {"J45.9", "I10", "R73.0"}
     (patient,) = _resources(beta_data, "Patient")
     assert patient["identifier"][0] == {
         **patient["identifier"][0],

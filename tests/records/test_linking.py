@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_tenants.utils import schema_context, tenant_context
 
@@ -19,6 +20,7 @@ from records.services import (
     link_code_redeem,
     patient_create,
 )
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -45,18 +47,18 @@ def test_a_code_links_two_accounts_once_and_is_recorded_on_the_chain(alpha, beta
     at_beta = _new_patient(beta, "sam-b", "SB-1")
     old_beta_pseudonym = at_beta.pseudonym
     with tenant_context(alpha):
-        issued = link_code_create(user=at_alpha.user)
+        issued = link_code_create(user=at_alpha.user, password=PASSWORD)
     with schema_context("public"):
         stored = LinkCode.objects.get(pseudonym=at_alpha.pseudonym)
         # Only the HMAC of the code is kept.
         assert issued.code.replace("-", "") not in stored.code_digest
     with tenant_context(beta):
-        linked = link_code_redeem(user=at_beta.user, code=issued.code.lower())
+        linked = link_code_redeem(user=at_beta.user, password=PASSWORD, code=issued.code.lower())
         assert linked.pseudonym == at_alpha.pseudonym
         assert linked.former_pseudonyms == [old_beta_pseudonym]
         assert Patient.objects.get(pk=at_beta.pk).key_id == at_alpha.key_id
         with pytest.raises(LinkRefused, match="not valid or has expired"):
-            link_code_redeem(user=at_beta.user, code=issued.code)
+            link_code_redeem(user=at_beta.user, password=PASSWORD, code=issued.code)
     with schema_context("public"):
         link_tx = PendingTransaction.objects.get(
             kind="identity",
@@ -72,17 +74,17 @@ def test_expired_or_same_hospital_codes_are_refused_and_nothing_changes(alpha, b
     at_alpha = _new_patient(alpha, "sam-a", "SA-2")
     at_beta = _new_patient(beta, "sam-b", "SB-2")
     with tenant_context(alpha):
-        same_place = link_code_create(user=at_alpha.user)
+        same_place = link_code_create(user=at_alpha.user, password=PASSWORD)
         with pytest.raises(LinkRefused, match="made at this hospital"):
-            link_code_redeem(user=at_alpha.user, code=same_place.code)
-        expired = link_code_create(user=at_alpha.user)
+            link_code_redeem(user=at_alpha.user, password=PASSWORD, code=same_place.code)
+        expired = link_code_create(user=at_alpha.user, password=PASSWORD)
     with schema_context("public"):
         LinkCode.objects.filter(pseudonym=at_alpha.pseudonym).update(
             expires_at=timezone.now() - timedelta(seconds=1)
         )
     with tenant_context(beta):
         with pytest.raises(LinkRefused, match="expired"):
-            link_code_redeem(user=at_beta.user, code=expired.code)
+            link_code_redeem(user=at_beta.user, password=PASSWORD, code=expired.code)
         assert Patient.objects.get(pk=at_beta.pk).pseudonym == at_beta.pseudonym
 
 
@@ -92,12 +94,12 @@ def test_five_wrong_codes_lock_linking(alpha, beta):
     with tenant_context(beta):
         for _ in range(5):
             with pytest.raises(LinkRefused, match="not valid"):
-                link_code_redeem(user=at_beta.user, code="AAAAA-AAAAA")
+                link_code_redeem(user=at_beta.user, password=PASSWORD, code="AAAAA-AAAAA")
     with tenant_context(alpha):
-        good = link_code_create(user=at_alpha.user)
+        good = link_code_create(user=at_alpha.user, password=PASSWORD)
     with tenant_context(beta):
         with pytest.raises(LinkRefused, match="Too many wrong codes"):
-            link_code_redeem(user=at_beta.user, code=good.code)
+            link_code_redeem(user=at_beta.user, password=PASSWORD, code=good.code)
         assert Patient.objects.get(pk=at_beta.pk).pseudonym == at_beta.pseudonym
 
 
@@ -105,3 +107,53 @@ def test_before_linking_a_patient_sees_nothing_from_the_other_hospital(alpha, be
     at_beta = _new_patient(beta, "sam-b", "SB-4")
     with tenant_context(beta):
         assert patient_history_for_user(user=at_beta.user) == []
+
+
+def test_the_signing_key_opens_only_with_the_patients_password(alpha):
+    from records.keys import PasswordRequired, WrongPassword, patient_signing_key
+
+    at_alpha = _new_patient(alpha, "sam-a", "SA-9")
+    assert at_alpha.sealed_signing_key == ""  # no master-key copy once there is a password
+    with pytest.raises(PasswordRequired):
+        patient_signing_key(at_alpha)
+    with pytest.raises(WrongPassword):
+        patient_signing_key(at_alpha, "a-guess")
+    assert patient_signing_key(at_alpha, PASSWORD) is not None
+
+
+def test_a_password_change_reseals_the_signing_key(alpha):
+    from accounts.services import user_password_change
+    from records.keys import WrongPassword, patient_signing_key
+
+    at_alpha = _new_patient(alpha, "sam-a", "SA-10")
+    with tenant_context(alpha):
+        user_password_change(
+            user=at_alpha.user, new_password="a-brand-new-phrase-77", old_password=PASSWORD
+        )
+        fresh = Patient.objects.get(pk=at_alpha.pk)
+    assert patient_signing_key(fresh, "a-brand-new-phrase-77") is not None
+    with pytest.raises(WrongPassword):
+        patient_signing_key(fresh, PASSWORD)
+
+
+def test_linking_reseals_the_key_under_the_second_accounts_password(alpha, beta):
+    from records.keys import WrongPassword, patient_signing_key
+
+    at_alpha = _new_patient(alpha, "sam-a", "SA-11")
+    at_beta = _new_patient(beta, "sam-b", "SB-11")
+    with tenant_context(beta):
+        at_beta.user.set_password("beta-only-phrase-55")
+        at_beta.user.save()
+    with tenant_context(alpha):
+        issued = link_code_create(user=at_alpha.user, password=PASSWORD)
+    with tenant_context(beta):
+        with pytest.raises(ValidationError, match="not your password"):
+            link_code_redeem(user=at_beta.user, code=issued.code, password=PASSWORD)
+        linked = link_code_redeem(
+            user=at_beta.user, code=issued.code, password="beta-only-phrase-55"
+        )
+    assert patient_signing_key(linked, "beta-only-phrase-55").public_key() is not None
+    with pytest.raises(WrongPassword):
+        patient_signing_key(linked, PASSWORD)
+    with schema_context("public"):
+        assert LinkCode.objects.get(pseudonym=at_alpha.pseudonym).transport_wrap == ""

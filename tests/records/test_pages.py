@@ -14,7 +14,7 @@ from django_tenants.utils import tenant_context
 
 from records.models import Patient, Record
 from records.selectors import records_for_staff
-from tests.conftest import login_client, user_at
+from tests.conftest import PASSWORD, login_client, user_at
 
 pytestmark = pytest.mark.django_db
 
@@ -477,25 +477,34 @@ def test_posts_need_csrf(alpha):
 def test_link_page_creates_a_code_and_refuses_a_wrong_one(alpha):
     client = login_client(alpha, "alpha-patient-2")
     assert client.get("/records/link/").status_code == 200
-    made = client.post("/records/link/", {"action": "create"})
+    made = client.post("/records/link/", {"action": "create", "password": PASSWORD})
     assert made.status_code == 200
     assert made.context["issued"].code in made.content.decode()
     assert "shown only once" in made.content.decode()
-    wrong = client.post("/records/link/", {"action": "redeem", "code": "AAAAA-BBBBB"})
+    wrong = client.post(
+        "/records/link/", {"action": "redeem", "code": "AAAAA-BBBBB", "password": PASSWORD}
+    )
     assert wrong.status_code == 400
     errors = wrong.content.decode().split('id="id_code_errors"', 1)[1].split("</ul>", 1)[0]
     assert "not valid or has expired" in errors
     # a code made at this same hospital is refused too
-    own = client.post("/records/link/", {"action": "redeem", "code": made.context["issued"].code})
+    own = client.post(
+        "/records/link/",
+        {"action": "redeem", "code": made.context["issued"].code, "password": PASSWORD},
+    )
     assert own.status_code == 400
     assert "made at this hospital" in own.content.decode()
 
 
 def test_link_across_hospitals_through_the_pages(alpha, beta):
     maria = login_client(alpha, "alpha-patient-2")
-    code = maria.post("/records/link/", {"action": "create"}).context["issued"].code
+    code = (
+        maria.post("/records/link/", {"action": "create", "password": PASSWORD})
+        .context["issued"]
+        .code
+    )
     tom = login_client(beta, "beta-patient-2")
-    response = tom.post("/records/link/", {"action": "redeem", "code": code})
+    response = tom.post("/records/link/", {"action": "redeem", "code": code, "password": PASSWORD})
     assert response.status_code == 302 and response["Location"] == "/records/mine/"
     page = tom.get("/records/mine/").content.decode()
     assert "Annual diabetes review" in page and "Twisted ankle" in page
