@@ -28,6 +28,7 @@ DEMO_USERS = (
     # alpha-patient and beta-patient are one person with an account at each hospital.
     ("alpha", "alpha-patient", Role.PATIENT, "Li", "Wei"),
     ("alpha", "alpha-patient-2", Role.PATIENT, "Maria", "Garcia"),
+    ("beta", "beta-admin", Role.ADMIN, "Bea", "Baker"),
     ("beta", "beta-doctor", Role.DOCTOR, "Ben", "Brown"),
     ("beta", "beta-patient", Role.PATIENT, "Li", "Wei"),
     ("beta", "beta-patient-2", Role.PATIENT, "Tom", "Jensen"),

@@ -75,7 +75,7 @@ def test_orm_in_alpha_context_never_returns_beta_rows(alpha, beta):
     with tenant_context(beta):
         beta_usernames = set(User.objects.values_list("username", flat=True))
     assert alpha_usernames == {"alpha-admin", "alpha-doctor", "alpha-patient", "alpha-patient-2"}
-    assert beta_usernames == {"beta-doctor", "beta-patient", "beta-patient-2"}
+    assert beta_usernames == {"beta-admin", "beta-doctor", "beta-patient", "beta-patient-2"}
 
 
 def test_same_person_has_separate_accounts_at_each_hospital(alpha, beta):
