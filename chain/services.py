@@ -245,25 +245,40 @@ def _check_identity(envelope: Envelope, author: RegisteredKey) -> None:
         raise TransactionRejected("identity: only the hub registers tenants")
     if subject_type in ("patient", "practitioner") and author.tenant != payload["tenant"]:
         raise TransactionRejected("identity: a hospital registers only its own people")
-    if payload["action"] == "register":
+    if payload["action"] in ("register", "rotate"):
         if RegisteredKey.objects.filter(key_id=payload["key_id"]).exists():
             raise TransactionRejected("identity: this key is already registered")
+    if payload["action"] == "rotate" and subject_type == "patient":
+        # A hospital replaces (key recovery) the keys only of a patient it holds.
+        if not _patient_held_at(payload["subject"], author.tenant):
+            raise TransactionRejected("identity: this hospital holds no account for the patient")
+        replaced = RegisteredKey.objects.filter(
+            key_id=payload.get("replaces") or "", owner=payload["subject"]
+        ).exists()
+        if not replaced:
+            raise TransactionRejected("identity: a rotation names the patient's key it replaces")
 
 
-def _patient_linked_at(author: RegisteredKey, tenant_slug: str) -> bool:
-    """A patient's key acts at every hospital where the patient linked an account."""
-    if author.owner_type != RegisteredKey.OwnerType.PATIENT:
-        return False
+def _patient_held_at(pseudonym: str, tenant_slug: str) -> bool:
+    """The patient registered or linked an account at this hospital."""
     query = {
         "kind": TransactionKind.IDENTITY,
-        "payload__action": "link",
-        "payload__subject": author.owner,
+        "payload__action__in": ["register", "link"],
+        "payload__subject": pseudonym,
         "payload__tenant": tenant_slug,
     }
     return (
         Transaction.objects.filter(**query).exists()
         or PendingTransaction.objects.filter(**query).exists()
     )
+
+
+def _patient_linked_at(author: RegisteredKey, tenant_slug: str) -> bool:
+    """A patient's key acts at every hospital where the patient holds an account
+    (registered there, or linked)."""
+    if author.owner_type != RegisteredKey.OwnerType.PATIENT:
+        return False
+    return _patient_held_at(author.owner, tenant_slug)
 
 
 def _check_access(envelope: Envelope, author: RegisteredKey) -> None:

@@ -62,6 +62,15 @@ def _signing_key(user: User, patient: Patient, password: str):
     if user.must_change_password:
         # The temporary password was chosen by staff: it must not sign consent.
         raise PermissionDenied("Choose your own password before you change your consent.")
+    if not patient.signing_key_password_wrap and not patient.sealed_signing_key:
+        raise ValidationError(
+            {
+                "password": [
+                    "Your keys were replaced at another hospital: link this account "
+                    "again (Link hospitals) to sign here."
+                ]
+            }
+        )
     try:
         return patient_signing_key(patient, password)
     except (PasswordRequired, WrongPassword):

@@ -265,6 +265,7 @@ class NotificationKind(models.TextChoices):
     EXTERNAL_READ = "external_read", "Read from another hospital"
     ACCESS_REQUEST = "access_request", "Access request"
     REQUEST_ANSWERED = "request_answered", "Request answered"
+    KEY_RECOVERY = "key_recovery", "New keys"
 
 
 class Notification(models.Model):

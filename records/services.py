@@ -15,12 +15,14 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import filetype
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -643,11 +645,133 @@ def patient_signing_key_reseal(*, user: User, old_password: str, new_password: s
     patient.save(update_fields=["signing_key_password_wrap", "sealed_signing_key"])
 
 
+@transaction.atomic
+def patient_keys_recover(*, admin: User, patient: Patient, temporary_password: str) -> Patient:
+    """A patient lost their password: an admin of a hospital holding them gives the
+    account a temporary password and the patient new keys.
+
+    New signing and encryption keys are made (the signing key sealed under the
+    temporary password; the patient must choose their own at the next sign-in,
+    which re-seals it), an ``identity`` ``rotate`` transaction replaces the old
+    key on the chain, and the data keys wrapped for the patient at every
+    hospital holding their entries are re-wrapped to the new encryption key
+    (through the hub's exchange). Grants already on the chain stay valid: they
+    name the pseudonym, not the key. The patient's accounts at other hospitals
+    keep reading; to sign consent there they link again. The patient is told.
+    """
+    tenant = _hospital()
+    if not user_has_role(admin, (Role.ADMIN,)):
+        raise PermissionDenied("Only a hospital admin recovers a patient's keys.")
+    patient = (
+        Patient.objects.select_for_update(of=("self",)).select_related("user").get(pk=patient.pk)
+    )
+    if patient.user is None:
+        raise ValidationError({"patient": ["This patient has no portal account."]})
+    try:
+        validate_password(temporary_password, patient.user)
+    except ValidationError as error:
+        raise ValidationError({"temporary_password": error.messages}) from None
+    old_key_id = patient.key_id
+    keys = patient_keys_new(pseudonym=patient.pseudonym)
+    patient.key_id = keys.key_id
+    patient.signing_public_key = keys.signing_public_key
+    patient.encryption_public_key = keys.encryption_public_key
+    patient.sealed_encryption_key = keys.sealed_encryption_key
+    patient.key_version = keys.key_version
+    signing_key_to_password(patient, keys.signing_private, temporary_password)
+    transaction_submit(
+        tenant=tenant,
+        kind=TransactionKind.IDENTITY,
+        payload={
+            **_patient_identity_payload(
+                patient=patient,
+                tenant=tenant,
+                action="rotate",
+                proof=keyring.sign(
+                    keys.signing_private,
+                    identity_proof_bytes(subject=patient.pseudonym, key_id=patient.key_id),
+                ),
+            ),
+            "replaces": old_key_id,
+        },
+    )
+    patient.save()
+    patient.user.set_password(temporary_password)
+    patient.user.must_change_password = True
+    patient.user.save(update_fields=["password", "must_change_password"])
+    from medportal.exchange.services import patient_keys_propagate
+
+    patient_keys_propagate(
+        requester_slug=tenant.slug,
+        pseudonym=patient.pseudonym,
+        keys={
+            "key_id": patient.key_id,
+            "signing_public_key": patient.signing_public_key,
+            "encryption_public_key": patient.encryption_public_key,
+            "sealed_encryption_key": patient.sealed_encryption_key,
+            "key_version": patient.key_version,
+        },
+    )
+    from consent.notifications import patient_notify
+
+    patient_notify(
+        patient_pseudonyms=patient.pseudonyms,
+        kind="key_recovery",
+        text=(
+            f"{admin.display_name} at {tenant.name} gave you new keys and a temporary "
+            "password. If you did not ask for this, tell the hospital at once."
+        ),
+    )
+    return patient
+
+
+def patient_keys_here_update(*, pseudonyms: Iterable[str], keys: dict) -> int:
+    """In one hospital (called by the hub's exchange): the patient's new public
+    keys and encryption key on their account here, the old signing key dropped
+    (it was replaced on the chain), and the data keys wrapped for the patient
+    re-wrapped to the new encryption key. Returns the sections re-wrapped."""
+    tenant = connection.tenant
+    pseudonyms = list(pseudonyms)
+    for patient in Patient.objects.select_for_update().filter(pseudonym__in=pseudonyms):
+        if patient.key_id == keys["key_id"]:
+            continue  # the hospital that recovered them
+        for field, value in keys.items():
+            setattr(patient, field, value)
+        patient.signing_key_password_wrap = ""
+        patient.sealed_signing_key = ""
+        patient.save()
+    recipient = unb64(keys["encryption_public_key"])
+    sections = list(
+        RecordSection.objects.select_for_update()
+        .select_related("record")
+        .filter(record__patient_pseudonym__in=pseudonyms, tenant_wrap__isnull=False)
+    )
+    for section in sections:
+        context = SectionContext(
+            record_id=str(section.record_id),
+            section=section.name,
+            patient_pseudonym=section.record.patient_pseudonym,
+        )
+        data_key = unwrap_for_tenant(
+            WrappedKey.from_dict(section.tenant_wrap), tenant=tenant.slug, context=context
+        )
+        section.patient_wrap = wrap_for_recipient(
+            data_key, recipient_public=recipient, context=context
+        )
+        section.patient_key_id = keys["key_id"]
+    RecordSection.objects.bulk_update(sections, ["patient_wrap", "patient_key_id"])
+    return len(sections)
+
+
 def _normalised_code(code: str) -> str:
     return "".join(ch for ch in (code or "").upper() if ch in LINK_CODE_ALPHABET)
 
 
 def _signing_key_with_password(patient: Patient, password: str):
+    if not patient.signing_key_password_wrap and not patient.sealed_signing_key:
+        raise ValidationError(
+            {"password": ["Your keys were replaced at another hospital: make the code there."]}
+        )
     try:
         return patient_signing_key(patient, password)
     except (PasswordRequired, WrongPassword):
@@ -735,7 +859,16 @@ def _link_apply(*, tenant, patient_id, code: str, now, password: str) -> Patient
         link.transport_wrap = ""  # single use: the sealed key leaves the hub
         link.save(update_fields=["used_at", "used_by", "transport_wrap"])
     if link.pseudonym == patient.pseudonym or link.pseudonym in patient.former_pseudonyms:
-        raise LinkRefused("These accounts are already linked.")
+        if patient.signing_key_password_wrap or patient.sealed_signing_key:
+            raise LinkRefused("These accounts are already linked.")
+        # Linked already, but the keys were replaced at the other hospital (a
+        # key recovery): this account takes the new signing key, nothing else.
+        signing = Ed25519PrivateKey.from_private_bytes(
+            password_open(transport, password=_normalised_code(code), key_id=patient.key_id)
+        )
+        signing_key_to_password(patient, signing, password)
+        patient.save(update_fields=["signing_key_password_wrap", "sealed_signing_key"])
+        return patient
     with schema_context(link.origin.schema_name):
         source = Patient.objects.get(pk=link.patient_id)
         keys = {

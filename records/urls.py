@@ -11,6 +11,7 @@ urlpatterns = [
     path("patients/new/", views.patient_new, name="patient_new"),
     path("patients/<uuid:patient_id>/", views.patient_chart, name="patient_chart"),
     path("patients/<uuid:patient_id>/new/", views.entry_new, name="entry_new"),
+    path("patients/<uuid:patient_id>/recover/", views.patient_recover, name="patient_recover"),
     path("entries/<uuid:record_id>/amend/", views.entry_amend, name="entry_amend"),
     path(
         "entries/<uuid:record_id>/attachments/<slug:name>/",

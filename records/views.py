@@ -42,6 +42,7 @@ from records.services import (
     link_code_create,
     link_code_redeem,
     patient_create,
+    patient_keys_recover,
     record_amend,
     record_create,
 )
@@ -210,6 +211,7 @@ def patient_chart(request, patient_id):
             "entries": _entries(views),
             "elsewhere": _entries(elsewhere),
             "can_write": user_has_role(request.user, (Role.DOCTOR,)),
+            "can_recover": user_has_role(request.user, (Role.ADMIN,)),
         },
     )
 
@@ -434,4 +436,36 @@ def link(request):
         "records/link.html",
         {"issued": issued, "errors": errors, "create_errors": create_errors, "code": code},
         status=status,
+    )
+
+
+@_signed_in_with(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+def patient_recover(request, patient_id):
+    """An admin gives a patient who lost their password new keys and a temporary one."""
+    row = patient_get_for_user(user=request.user, patient_id=patient_id)
+    errors: list[str] = []
+    if request.method == "POST":
+        password = request.POST.get("temporary_password", "")
+        if password != request.POST.get("temporary_password_again", ""):
+            errors = ["The two passwords differ."]
+        else:
+            try:
+                patient_keys_recover(
+                    admin=request.user, patient=row.patient, temporary_password=password
+                )
+            except ValidationError as error:
+                errors = error.messages
+            else:
+                messages.success(
+                    request,
+                    "New keys were made and the temporary password set; the patient "
+                    "chooses their own at the next sign-in.",
+                )
+                return redirect("records:patient_chart", patient_id=row.patient.id)
+    return render(
+        request,
+        "records/patient_recover.html",
+        {"row": row, "identity": row.identity, "errors": errors},
+        status=400 if errors else 200,
     )

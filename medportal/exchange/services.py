@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django_tenants.utils import get_public_schema_name, schema_context
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from chain.models import PendingTransaction, Transaction, TransactionKind
 from medportal.tenants.models import Tenant, TenantKind
@@ -286,3 +286,29 @@ def access_log_entry_for_patient(
         row = access_log_rows(hospital=hospital, entries=[entry], for_patient=True)[0]
         content_hash = access_log_entry_hash(entry.hashed_values())
     return hospital, row, content_hash
+
+
+def patient_keys_propagate(*, requester_slug: str, pseudonym: str, keys: dict) -> int:
+    """After a key recovery at ``requester_slug``: every hospital holding the
+    patient's accounts or entries updates them (public keys, the encryption key,
+    the data keys wrapped for the patient). Returns the sections re-wrapped."""
+    from records.services import patient_keys_here_update
+
+    pseudonyms = patient_pseudonyms(requester_slug=requester_slug, pseudonym=pseudonym)
+    hospitals = {tenant.slug: tenant for tenant in patient_origins(pseudonyms=pseudonyms)}
+    with schema_context(get_public_schema_name()):
+        holding = {
+            payload["tenant"]
+            for payload in _hub_payloads(
+                Q(payload__subject__in=list(pseudonyms), payload__action__in=["register", "link"]),
+                TransactionKind.IDENTITY,
+            )
+        }
+        hospitals.update(
+            {t.slug: t for t in Tenant.objects.filter(slug__in=holding, kind=TenantKind.HOSPITAL)}
+        )
+    rewrapped = 0
+    for tenant in hospitals.values():
+        with tenant_context(tenant):
+            rewrapped += patient_keys_here_update(pseudonyms=pseudonyms, keys=keys)
+    return rewrapped
