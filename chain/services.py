@@ -259,6 +259,30 @@ def _check_identity(envelope: Envelope, author: RegisteredKey) -> None:
             raise TransactionRejected("identity: a rotation names the patient's key it replaces")
 
 
+def _patient_keys_pending(key_ids: set[str]) -> dict[str, RegisteredKey]:
+    """Patient keys accepted by the hub but not sealed yet (a patient registered
+    a moment ago, or given new keys): usable at once, as the registry will hold
+    them. Unsaved rows; only patient keys, and not ones a rotation replaced."""
+    rows = PendingTransaction.objects.filter(
+        kind=TransactionKind.IDENTITY,
+        payload__subject_type="patient",
+        payload__action__in=["register", "rotate"],
+        payload__key_id__in=list(key_ids),
+    ).values_list("payload", flat=True)
+    return {
+        payload["key_id"]: RegisteredKey(
+            key_id=payload["key_id"],
+            public_key=payload["public_key"],
+            owner_type=RegisteredKey.OwnerType.PATIENT,
+            owner=payload["subject"],
+            tenant=payload["tenant"],
+            tenant_kind=payload["tenant_kind"],
+            registered_height=-1,
+        )
+        for payload in rows
+    }
+
+
 def _patient_held_at(pseudonym: str, tenant_slug: str) -> bool:
     """The patient registered or linked an account at this hospital."""
     query = {
@@ -406,13 +430,13 @@ def transactions_accept(
     and one COPY stores them.
     """
     with _public():
+        wanted = {envelope.author for envelope in envelopes}
         authors = {
             key.key_id: key
-            for key in RegisteredKey.objects.filter(
-                key_id__in={envelope.author for envelope in envelopes},
-                revoked_height__isnull=True,
-            )
+            for key in RegisteredKey.objects.filter(key_id__in=wanted, revoked_height__isnull=True)
         }
+        if wanted - set(authors):
+            authors.update(_patient_keys_pending(wanted - set(authors)))
         hashes = []
         for position, envelope in enumerate(envelopes):
             try:

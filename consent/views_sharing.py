@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.roles import Role
+from chain.services import TransactionRejected
 from consent.grants import PURPOSES
 from consent.requests import (
     LEVEL_EXPLANATIONS,
@@ -103,6 +104,8 @@ def sharing(request):
                 purpose=chosen["purpose"],
                 expires_at=_expiry(chosen["expires_at"]),
             )
+        except TransactionRejected as error:
+            errors = {"grant": [f"The hub refused the change: {error}"]}
         except ValidationError as error:
             errors = _errors(error)
         else:
@@ -149,6 +152,9 @@ def sharing_revoke_view(request):
             grantee_id=grantee_id,
             purpose=request.POST.get("purpose", ""),
         )
+    except TransactionRejected as error:
+        messages.error(request, f"The hub refused the change: {error}")
+        return redirect("consent:sharing")
     except ValidationError as error:
         for messages_list in _errors(error).values():
             for message in messages_list:
@@ -182,6 +188,9 @@ def request_answer(request, request_id):
             approve_categories=approve,
             password=request.POST.get("password", ""),
         )
+    except TransactionRejected as error:
+        messages.error(request, f"The hub refused the change: {error}")
+        return redirect("consent:sharing")
     except ValidationError as error:
         for messages_list in _errors(error).values():
             for message in messages_list:

@@ -17,4 +17,12 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
+    from chain.services import TransactionRejected
+
+    if isinstance(exc, TransactionRejected):
+        # The hub's gate refused a signed transaction: the caller's change, not a crash.
+        return Response(
+            {"detail": f"The hub refused the transaction: {exc}"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     return drf_exception_handler(exc, context)

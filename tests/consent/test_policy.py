@@ -202,3 +202,32 @@ def test_a_patient_cannot_declare_an_emergency(alpha, li):
         )
     with pytest.raises(TransactionRejected, match="declared by the hospital"):
         transactions_accept(envelopes=[envelope], submitted_by="alpha")
+
+
+def test_a_patient_registered_a_moment_ago_can_sign_before_her_key_is_sealed(alpha):
+    from datetime import date
+
+    from records.services import PatientIdentity, patient_create
+
+    with tenant_context(alpha):
+        fresh = patient_create(
+            actor=None,
+            identity=PatientIdentity(
+                given_name="Nia",
+                family_name="New",
+                sex="female",
+                birth_date=date(1992, 2, 2),
+                record_number="N-1",
+            ),
+            username="nia-new",
+            password=PASSWORD,
+            must_change_password=False,
+        )
+        grant = consent_grant(
+            user=fresh.user,
+            password=PASSWORD,
+            grantee_type="tenant",
+            grantee_id="beta",
+            categories=["labs"],
+        )
+    assert grant.author == fresh.key_id
