@@ -12,14 +12,10 @@ Not a test: it asserts nothing about timings, it prints one table.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import itertools
-import os
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import chain as chain_bench  # noqa: E402  (set-up shared with the ledger bench)
 from bench import records as records_bench  # noqa: E402  (patients and record contents)
+from bench.harness import main_with_throwaway_database  # noqa: E402
 
 BENCH_DB = "medportal_bench_consent"
 PASSWORD = records_bench.PASSWORD  # the patients' accounts are made by records_bench.patient_new
@@ -419,36 +416,14 @@ def run(sizes: Sizes, mode: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
-    args = parser.parse_args()
-    sizes, mode = (QUICK, "quick") if args.quick else (FULL, "full")
-
-    chain_bench.BENCH_DB = BENCH_DB  # the helpers read it at call time
-    original_url = chain_bench.configure_environment()
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    started = time.perf_counter()
-    chain_bench.database_recreate(original_url)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-consent-") as work_dir:
-            os.environ["MEDPORTAL_BLOB_ROOT"] = str(Path(work_dir) / "blobs")
-            run(sizes, mode)
-    except KeyboardInterrupt:
-        print("interrupted: dropping the bench database", file=sys.stderr)
-    finally:
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: BLE001, S110  (Django may not be set up yet)
-            pass
-        chain_bench.database_drop(original_url)
-    print(f"\ntotal run time: {time.perf_counter() - started:.1f} s ({mode})")
-    return 0
+    return main_with_throwaway_database(
+        description=__doc__.splitlines()[0],
+        database=BENCH_DB,
+        prefix="bench-consent-",
+        quick=QUICK,
+        full=FULL,
+        run=run,
+    )
 
 
 if __name__ == "__main__":

@@ -140,6 +140,17 @@ def sharing(request):
     return render(request, "consent/sharing.html", context, status=status)
 
 
+def _refused(request, error: Exception):
+    """Back to the Sharing page with the reasons, nothing changed."""
+    if isinstance(error, TransactionRejected):
+        messages.error(request, f"The hub refused the change: {error}")
+    else:
+        for messages_list in _errors(error).values():
+            for message in messages_list:
+                messages.error(request, message)
+    return redirect("consent:sharing")
+
+
 @_signed_in_with(Role.PATIENT)
 @require_POST
 def sharing_revoke_view(request):
@@ -152,14 +163,8 @@ def sharing_revoke_view(request):
             grantee_id=grantee_id,
             purpose=request.POST.get("purpose", ""),
         )
-    except TransactionRejected as error:
-        messages.error(request, f"The hub refused the change: {error}")
-        return redirect("consent:sharing")
-    except ValidationError as error:
-        for messages_list in _errors(error).values():
-            for message in messages_list:
-                messages.error(request, message)
-        return redirect("consent:sharing")
+    except (TransactionRejected, ValidationError) as error:
+        return _refused(request, error)
     messages.success(request, f"Access revoked. Transaction {submitted.hash}.")
     return redirect(f"{reverse('consent:sharing')}?receipt={submitted.hash}")
 
@@ -188,14 +193,8 @@ def request_answer(request, request_id):
             approve_categories=approve,
             password=request.POST.get("password", ""),
         )
-    except TransactionRejected as error:
-        messages.error(request, f"The hub refused the change: {error}")
-        return redirect("consent:sharing")
-    except ValidationError as error:
-        for messages_list in _errors(error).values():
-            for message in messages_list:
-                messages.error(request, message)
-        return redirect("consent:sharing")
+    except (TransactionRejected, ValidationError) as error:
+        return _refused(request, error)
     if answered.grant_tx_hash:
         messages.success(
             request, f"You shared what you chose. Transaction {answered.grant_tx_hash}."
