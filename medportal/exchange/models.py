@@ -122,3 +122,10 @@ class AccessRequest(models.Model):
     @property
     def is_answered(self) -> bool:
         return self.status != self.Status.PENDING
+
+    @property
+    def purpose_label(self) -> str:
+        """In words, for pages ("a second opinion", not "second_opinion")."""
+        from consent.requests import PURPOSE_LABELS
+
+        return PURPOSE_LABELS.get(self.purpose, self.purpose).lower()

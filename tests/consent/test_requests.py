@@ -309,3 +309,8 @@ def test_the_patient_is_told_of_a_request_and_the_doctor_of_the_answer(alpha, be
             user=li_at_alpha.user, password=PASSWORD, request_id=request.pk, approve_categories=None
         )
     assert _kinds(beta, doctor.pk) == [*before_doctor, "request_answered"]
+
+
+def test_a_requests_purpose_is_shown_in_words():
+    assert AccessRequest(purpose="second_opinion").purpose_label == "a second opinion"
+    assert AccessRequest(purpose="treatment").purpose_label == "treatment"
