@@ -67,9 +67,9 @@ class SignedTransaction(models.Model):
         return fields_of(self, ENVELOPE_FIELDS)
 
 
-# The hub's exchange looks transactions up by who they are about: the patient
+# The hub's exchange looks transactions up by who or what they are about: the patient
 # of a ``data`` transaction, the subject of an ``identity`` one.
-PAYLOAD_INDEXES = (("patient", "patient"), ("subject", "subject"))
+PAYLOAD_INDEXES = (("patient", "patient"), ("subject", "subject"), ("record", "record"))
 
 
 def _payload_indexes(prefix: str) -> list[models.Index]:

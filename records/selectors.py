@@ -23,7 +23,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.http import Http404
-from django_tenants.utils import get_public_schema_name, schema_context
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from accounts.models import User
 from accounts.permissions import user_has_role
@@ -286,13 +286,17 @@ def record_get_for_user(*, user: User, record_id) -> Record:
     else:
         record = None
     if record is None:
+        if _is_staff(user):
+            _log_if_exists(user=user, record_id=record_id, reason="deny:other-hospital-record")
         raise Http404("No such record.")
     return record
 
 
 def _log_if_exists(*, user: User, reason: str, record_id=None, patient_id=None) -> None:
-    """Log a refused attempt at a record or patient that exists here (an id that
-    exists nowhere is just "not found", with nothing to log against)."""
+    """Log a refused attempt at a record or patient that exists, in the access log
+    of the hospital that holds it: here, or (a record id from another hospital)
+    the origin the chain names. An id that exists nowhere is just "not found",
+    with nothing to log against."""
     if record_id is not None:
         found = Record.objects.filter(pk=record_id).values_list("patient_pseudonym", flat=True)
     else:
@@ -303,6 +307,24 @@ def _log_if_exists(*, user: User, reason: str, record_id=None, patient_id=None) 
             user=user,
             patient_pseudonym=pseudonym,
             record_id=str(record_id or ""),
+            reason=reason,
+        )
+        return
+    if record_id is None:
+        return
+    from medportal.exchange.services import record_origin
+
+    held = record_origin(record_id=str(record_id))
+    if held is None or held[0].slug == _tenant().slug:
+        return
+    origin, pseudonym = held
+    reader = reader_for(user)  # who asks, from where: before entering the origin
+    with tenant_context(origin), transaction.atomic():
+        _log(
+            reader,
+            patient_pseudonym=pseudonym,
+            record_id=str(record_id),
+            decision=LogDecision.DENY,
             reason=reason,
         )
 

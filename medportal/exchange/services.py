@@ -312,3 +312,18 @@ def patient_keys_propagate(*, requester_slug: str, pseudonym: str, keys: dict) -
         with tenant_context(tenant):
             rewrapped += patient_keys_here_update(pseudonyms=pseudonyms, keys=keys)
     return rewrapped
+
+
+def record_origin(*, record_id: str) -> tuple[Tenant, str] | None:
+    """(origin hospital, patient pseudonym) of a record, as its chain entry says;
+    None for an id the chain does not know."""
+    try:
+        payloads = _hub_payloads(Q(payload__record=record_id), TransactionKind.DATA)
+    except ValueError:
+        return None
+    if not payloads:
+        return None
+    payload = payloads[0]
+    with schema_context(get_public_schema_name()):
+        origin = Tenant.objects.filter(slug=payload["origin"], kind=TenantKind.HOSPITAL).first()
+    return (origin, payload["patient"]) if origin else None

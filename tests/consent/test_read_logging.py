@@ -92,3 +92,18 @@ def test_a_refused_page_and_api_read_are_logged(alpha):
     assert [(e.patient_pseudonym, e.reason) for e in denied] == [
         (li.pseudonym, "deny:not-own-profile")
     ]
+
+
+def test_a_refused_attempt_at_another_hospitals_record_is_logged_where_it_is_held(alpha, beta):
+    with tenant_context(alpha):
+        li_record = Patient.objects.get(user__username="alpha-patient").records.first()
+    before = _last_id(alpha)
+    for username in ("beta-doctor", "beta-patient-2"):
+        client = login_client(beta, username)
+        assert client.get(f"/api/v1/records/{li_record.id}/").status_code == 404
+    denied = [e for e in _new_entries(alpha, before) if e.decision == "deny"]
+    assert sorted((e.reader_tenant, e.reader_role, e.reason) for e in denied) == [
+        ("beta", "doctor", "deny:other-hospital-record"),
+        ("beta", "patient", "deny:not-own-record"),
+    ]
+    assert all(e.record_id == str(li_record.id) and e.sections == [] for e in denied)
