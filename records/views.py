@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import user_has_role
 from accounts.roles import Role
+from chain.services import TransactionRejected
 from records.categories import Category, Level
 from records.content import UNIT_LABELS, VITAL_SIGNS, ContentInvalid, content_clean
 from records.forms import EntryForm, PatientForm
@@ -456,6 +457,8 @@ def patient_recover(request, patient_id):
                 )
             except ValidationError as error:
                 errors = error.messages
+            except TransactionRejected as error:  # the hub's gate: nothing was changed
+                errors = [f"The hub refused the new keys: {error}"]
             else:
                 messages.success(
                     request,
