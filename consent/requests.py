@@ -457,7 +457,7 @@ def access_request_answer(
             raise ValidationError({"categories": ["Only the categories the doctor asked for."]})
         held: frozenset[str] = frozenset()
         expires_at = None
-        for grant in grants_current(patient_pseudonyms=[patient.pseudonym]):
+        for grant in grants_current(patient_pseudonyms=pseudonyms):
             if (
                 grant.grantee_type == "practitioner"
                 and grant.grantee_id == request.practitioner_pseudonym

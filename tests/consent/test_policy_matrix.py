@@ -138,7 +138,6 @@ EXPECTED: dict[str, dict[str, tuple[tuple[str, ...], str, str] | None]] = {
 
 # How each kind of read is judged:
 POLICY = "policy"  # reaches alpha's record: EXPECTED decides, alpha logs it
-OWN_HOSPITAL_ONLY = "own-hospital-only"  # staff API/FHIR: the reader's hospital only
 OWN_ONLY = "own-only"  # a patient's own history: someone else's entry is not in it
 REFUSED = "refused"  # 403/404, nothing of the patient or the entry
 
