@@ -78,13 +78,31 @@ def _signing_key(user: User, patient: Patient, password: str):
 
 
 def _submit(user: User, patient: Patient, password: str, payload: dict) -> PendingTransaction:
+    """Sign and submit; then destroy the data keys kept for this grantee under the
+    grant this one replaces (a revocation, or a new grant for the same grantee
+    and purpose): from now on they exist only if the new grant allows a read."""
+    from consent.policy import grants_current
+    from medportal.exchange.services import grantee_wraps_destroy, patient_pseudonyms
+
     envelope = envelope_sign(
         kind=TransactionKind.ACCESS,
         payload=payload,
         key=patient,  # has the key_id; the private key is given below
         private=_signing_key(user, patient, password),
     )
-    return transactions_accept(envelopes=[envelope], submitted_by=connection.tenant.slug)[0]
+    pseudonyms = patient_pseudonyms(
+        requester_slug=connection.tenant.slug, pseudonym=patient.pseudonym
+    )
+    grantee = payload["grantee"]
+    replaced = [
+        grant.tx_hash
+        for grant in grants_current(patient_pseudonyms=pseudonyms)
+        if (grant.grantee_type, grant.grantee_id, grant.purpose)
+        == (grantee["type"], grantee["id"], payload["purpose"])
+    ]
+    pending = transactions_accept(envelopes=[envelope], submitted_by=connection.tenant.slug)[0]
+    grantee_wraps_destroy(pseudonyms=pseudonyms, bases=replaced)
+    return pending
 
 
 @transaction.atomic

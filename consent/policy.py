@@ -85,6 +85,7 @@ class Decision:
     reason: str
     grant: str = ""
     is_emergency: bool = False
+    expires_at: datetime | None = None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -185,10 +186,14 @@ def access_decide(
             # What the signed declaration covers (the levels configured when it was
             # declared), not today's setting.
             if needed <= grant.categories:
-                return Decision(True, f"emergency:{grant.tx_hash}", grant.tx_hash, True)
+                return Decision(
+                    True, f"emergency:{grant.tx_hash}", grant.tx_hash, True, grant.expires_at
+                )
             continue
         if grant.purpose == purpose and needed <= grant.categories:
-            return Decision(True, f"grant:{grant.tx_hash}", grant.tx_hash)
+            return Decision(
+                True, f"grant:{grant.tx_hash}", grant.tx_hash, expires_at=grant.expires_at
+            )
     if at_origin:
         return Decision(False, "deny:very-restricted-needs-grant")
     return Decision(False, "deny:no-grant")

@@ -15,6 +15,14 @@ def access_log_anchor_task() -> int:
     return access_log_anchor_hospitals()
 
 
+@shared_task(ignore_result=True)
+def grantee_wraps_expire_task() -> int:
+    """Beat, in the public schema: destroy data keys kept under expired grants."""
+    from medportal.exchange.services import grantee_wraps_expire_all
+
+    return grantee_wraps_expire_all()
+
+
 @shared_task(base=TenantTask, bind=True, max_retries=5, default_retry_delay=30, ignore_result=True)
 def notification_email_send(self, notification_id: int) -> None:
     """In the notification's hospital schema: e-mail it to its recipient. Takes the

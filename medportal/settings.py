@@ -184,6 +184,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "consent.tasks.access_log_anchor_task",
         "schedule": timedelta(seconds=env_int("ACCESS_LOG_ANCHOR_SECONDS", 60)),
     },
+    "consent-grantee-keys-expire": {
+        "task": "consent.tasks.grantee_wraps_expire_task",
+        "schedule": timedelta(seconds=env_int("GRANTEE_KEYS_EXPIRE_SECONDS", 300)),
+    },
     "worker-heartbeat": {
         "task": "medportal.tasks.heartbeat",
         "schedule": timedelta(seconds=30),

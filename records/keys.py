@@ -102,6 +102,7 @@ class PatientKeys:
     sealed_encryption_key: str
     key_version: int
     signing_private: Ed25519PrivateKey = field(repr=False)
+    encryption_private: bytes = field(repr=False, default=b"")
 
 
 def patient_keys_new(*, pseudonym: str) -> PatientKeys:
@@ -118,18 +119,23 @@ def patient_keys_new(*, pseudonym: str) -> PatientKeys:
         sealed_encryption_key=_seal(encryption_private, pseudonym=pseudonym, label="encryption"),
         key_version=PATIENT_KEY_VERSION,
         signing_private=signing,
+        encryption_private=encryption_private,
     )
 
 
-# --- The signing key under the patient's password ------------------------------
+# --- The private keys under the patient's password ------------------------------
 
 
 class PasswordRequired(DecryptionError):
-    """The patient's signing key opens only with their password."""
+    """The patient's private keys open only with their password."""
 
 
 class WrongPassword(DecryptionError):
-    """The password given does not open the patient's signing key."""
+    """The password given does not open the patient's private keys."""
+
+
+SIGNING_PURPOSE = "patient-signing-key"
+ENCRYPTION_PURPOSE = "patient-encryption-key"
 
 
 def _argon2_parameters() -> dict:
@@ -153,17 +159,19 @@ def _password_key(password: str, salt: bytes, parameters: dict) -> bytes:
     )
 
 
-def _password_aad(key_id: str, parameters: dict) -> bytes:
-    return canonical_json({"purpose": "patient-signing-key", "key_id": key_id, "kdf": parameters})
+def _password_aad(key_id: str, parameters: dict, purpose: str) -> bytes:
+    return canonical_json({"purpose": purpose, "key_id": key_id, "kdf": parameters})
 
 
-def password_seal(raw: bytes, *, password: str, key_id: str) -> str:
-    """The raw signing key sealed under Argon2id(password): JSON with the KDF
-    parameters, so they can be raised later without breaking older wraps."""
+def password_seal(raw: bytes, *, password: str, key_id: str, purpose: str = SIGNING_PURPOSE) -> str:
+    """A raw private key sealed under Argon2id(password): JSON with the KDF
+    parameters, so they can be raised later without breaking older wraps.
+    ``purpose`` is bound in as AAD: a signing-key wrap never opens as an
+    encryption key."""
     parameters = _argon2_parameters()
     salt, nonce = os.urandom(16), os.urandom(12)
     key = _password_key(password, salt, parameters)
-    sealed = AESGCM(key).encrypt(nonce, raw, _password_aad(key_id, parameters))
+    sealed = AESGCM(key).encrypt(nonce, raw, _password_aad(key_id, parameters, purpose))
     return canonical_json(
         {
             "v": 1,
@@ -176,16 +184,18 @@ def password_seal(raw: bytes, *, password: str, key_id: str) -> str:
     ).decode()
 
 
-def password_open(sealed: str, *, password: str, key_id: str) -> bytes:
+def password_open(
+    sealed: str, *, password: str, key_id: str, purpose: str = SIGNING_PURPOSE
+) -> bytes:
     try:
         data = json.loads(sealed)
         parameters = {"t": data["t"], "m": data["m"], "p": data["p"]}
         key = _password_key(password, unb64(data["salt"]), parameters)
         return AESGCM(key).decrypt(
-            unb64(data["nonce"]), unb64(data["ct"]), _password_aad(key_id, parameters)
+            unb64(data["nonce"]), unb64(data["ct"]), _password_aad(key_id, parameters, purpose)
         )
     except (InvalidTag, ValueError, KeyError, TypeError):
-        raise WrongPassword("the password does not open the patient's signing key") from None
+        raise WrongPassword("the password does not open the patient's private key") from None
 
 
 def patient_signing_key(patient, password: str | None = None) -> Ed25519PrivateKey:
@@ -208,17 +218,56 @@ def patient_signing_key(patient, password: str | None = None) -> Ed25519PrivateK
     return Ed25519PrivateKey.from_private_bytes(raw)
 
 
-def signing_key_to_password(patient, private: Ed25519PrivateKey, password: str) -> None:
-    """Seal ``private`` under ``password`` on ``patient`` and drop the master-key
-    copy (the caller saves the row)."""
+def patient_keys_to_password(
+    patient, signing: Ed25519PrivateKey, password: str, encryption: bytes | None = None
+) -> None:
+    """Seal the patient's private keys under ``password`` and drop the master-key
+    copies (the caller saves the row, see :data:`PASSWORD_FIELDS`).
+
+    ``encryption`` is the raw X25519 key when the caller has it (a new or linked
+    patient, a password change); otherwise a master-key copy still on the row
+    is moved under the password. Without either the account keeps no
+    encryption key: it is not needed to read (the hospital serves reads after
+    the policy check) and comes back with the next link."""
     patient.signing_key_password_wrap = password_seal(
-        keyring.private_key_raw(private), password=password, key_id=patient.key_id
+        keyring.private_key_raw(signing), password=password, key_id=patient.key_id
     )
     patient.sealed_signing_key = ""
+    if encryption is None and patient.sealed_encryption_key:
+        encryption = patient_encryption_key(patient)
+    patient.encryption_key_password_wrap = (
+        password_seal(
+            encryption, password=password, key_id=patient.key_id, purpose=ENCRYPTION_PURPOSE
+        )
+        if encryption
+        else ""
+    )
+    patient.sealed_encryption_key = ""
 
 
-def patient_encryption_key(patient) -> bytes:
-    """The raw X25519 private key, for unwrapping data keys sent to this patient."""
+PASSWORD_FIELDS = [
+    "signing_key_password_wrap",
+    "sealed_signing_key",
+    "encryption_key_password_wrap",
+    "sealed_encryption_key",
+]
+
+
+def patient_encryption_key(patient, password: str | None = None) -> bytes:
+    """The raw X25519 private key, which opens the data keys wrapped for this
+    patient (``RecordSection.patient_wrap``). Once the patient has a password it
+    opens only with that password; before, with the master key."""
+    if patient.encryption_key_password_wrap:
+        if not password:
+            raise PasswordRequired("enter your password to open your key")
+        return password_open(
+            patient.encryption_key_password_wrap,
+            password=password,
+            key_id=patient.key_id,
+            purpose=ENCRYPTION_PURPOSE,
+        )
+    if not patient.sealed_encryption_key:
+        raise PasswordRequired("this account holds no encryption key: link it again")
     return _open(
         patient.sealed_encryption_key,
         pseudonym=patient.pseudonym,

@@ -44,16 +44,17 @@ class Patient(models.Model):
     record_number_index = models.CharField(max_length=64, unique=True)
     name_index = models.CharField(max_length=64, db_index=True)
     # The patient's own keys: Ed25519 to sign (consent), X25519 to receive
-    # data keys. Held for the patient, sealed under a key derived from the
-    # master key and the pseudonym (see README, "Patient keys").
+    # data keys (see README, "Patient keys"). Sealed under a key derived from
+    # the master key and the pseudonym until the patient has a portal password;
+    # then those copies are blank and the keys live only in the *_password_wrap
+    # fields (Argon2id of the password).
     key_id = models.CharField(max_length=64, unique=True)
     signing_public_key = models.CharField(max_length=64)
-    # Under the master key until the patient has a portal password; then blank,
-    # and the key lives only in signing_key_password_wrap (Argon2id of it).
     sealed_signing_key = models.TextField(blank=True)
     signing_key_password_wrap = models.TextField(blank=True)
     encryption_public_key = models.CharField(max_length=64)
-    sealed_encryption_key = models.TextField()
+    sealed_encryption_key = models.TextField(blank=True)
+    encryption_key_password_wrap = models.TextField(blank=True)
     key_version = models.PositiveSmallIntegerField()
     identity_tx_hash = models.CharField(max_length=64, blank=True)
     link_failures = models.PositiveSmallIntegerField(default=0)
@@ -154,6 +155,37 @@ class RecordSection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of record {self.record_id}"
+
+
+class GranteeKeyWrap(models.Model):
+    """A section's data key wrapped for another hospital's KEK, kept while the
+    grant (or declared emergency) that allowed it holds.
+
+    Made by the origin hospital at the first read the grant allows, handed out
+    again at later reads (the policy is still asked at every read), and
+    destroyed when the patient revokes or replaces that grant, when it expires
+    (``records.tasks.grantee_wraps_expire``) and when the record is erased.
+    ``basis`` is the ``access`` transaction that allowed it.
+    """
+
+    section = models.ForeignKey(
+        RecordSection, on_delete=models.CASCADE, related_name="grantee_wraps"
+    )
+    grantee = models.CharField(max_length=40)  # the hospital's slug
+    basis = models.CharField(max_length=64, db_index=True)
+    wrap = models.JSONField()
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["section", "grantee", "basis"], name="records_grantee_wrap_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"key of {self.section} for {self.grantee} ({self.basis[:12]})"
 
 
 class RecordIndex(models.Model):

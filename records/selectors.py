@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import Prefetch
 from django.http import Http404
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from accounts.models import User
 from accounts.permissions import user_has_role
 from accounts.roles import Role
-from chain.encoding import unb64
 from chain.models import PendingTransaction, Transaction
 from consent.models import Decision as LogDecision
 from consent.models import Purpose
@@ -40,14 +40,13 @@ from records.crypto import (
     RecordCryptoError,
     SectionContext,
     WrappedKey,
+    get_key_provider,
     open_section,
-    unwrap_for_recipient,
     unwrap_for_tenant,
-    wrap_for_recipient,
     wrap_for_tenant,
 )
-from records.keys import blind_index, patient_encryption_key, practitioner_pseudonym
-from records.models import Patient, Record, RecordIndex, RecordSection
+from records.keys import blind_index, practitioner_pseudonym
+from records.models import GranteeKeyWrap, Patient, Record, RecordIndex, RecordSection
 from records.services import PatientIdentity, patient_identity, record_store
 from records.store import StoreError
 
@@ -343,10 +342,9 @@ class SealedSection:
     ciphertext: bytes | None = field(repr=False, default=None)
     nonce: bytes = b""
     # Exactly one of these: the data key itself (a read inside the origin
-    # hospital) or an HPKE blob for the patient (a read through the exchange).
+    # hospital) or the data key wrapped for the reader's hospital's KEK (a read
+    # through the exchange: a doctor elsewhere, or the patient signed in there).
     data_key: bytes | None = field(repr=False, default=None)
-    recipient_blob: bytes | None = field(repr=False, default=None)
-    # Or the data key wrapped for the asking hospital's KEK (a doctor elsewhere).
     hospital_wrap: WrappedKey | None = field(repr=False, default=None)
     error: str = ""
     # The policy's answer for this reader; a withheld section carries no key
@@ -388,7 +386,6 @@ def section_ref(record: Record, section: RecordSection, origin: str) -> SectionR
 def _seal_for_reader(
     record: Record,
     tenant,
-    recipient_public: bytes | None,
     decide: Callable[[SectionRef], Decision] | None = None,
     for_hospital: str | None = None,
 ) -> SealedRecord:
@@ -419,16 +416,17 @@ def _seal_for_reader(
             patient_pseudonym=record.patient_pseudonym,
         )
         try:
-            data_key = unwrap_for_tenant(
-                WrappedKey.from_dict(section.tenant_wrap), tenant=tenant.slug, context=context
-            )
-            if for_hospital is not None:
-                out.hospital_wrap = wrap_for_tenant(data_key, tenant=for_hospital, context=context)
-            elif recipient_public is None:
-                out.data_key = data_key
+            if for_hospital is None:
+                out.data_key = unwrap_for_tenant(
+                    WrappedKey.from_dict(section.tenant_wrap), tenant=tenant.slug, context=context
+                )
             else:
-                out.recipient_blob = wrap_for_recipient(
-                    data_key, recipient_public=recipient_public, context=context
+                out.hospital_wrap = _wrap_for_hospital(
+                    section,
+                    origin=tenant.slug,
+                    for_hospital=for_hospital,
+                    decision=out.decision,
+                    context=context,
                 )
         except (RecordCryptoError, ValueError) as error:
             # A retired key version's message names only the tenant: add the record.
@@ -459,6 +457,45 @@ def _seal_for_reader(
     )
 
 
+def _wrap_for_hospital(
+    section: RecordSection,
+    *,
+    origin: str,
+    for_hospital: str,
+    decision: Decision | None,
+    context: SectionContext,
+) -> WrappedKey:
+    """The section's data key for ``for_hospital``'s KEK. Allowed by a grant or an
+    emergency, the wrap is kept (:class:`GranteeKeyWrap`) until that grant is
+    revoked, replaced or expires; the policy has already said yes for this read.
+    Other reads (a patient's own, through her hospital) are wrapped each time."""
+    basis = decision.grant if decision is not None else ""
+    current = get_key_provider().current_version(for_hospital)
+    if basis:
+        kept = next(
+            (
+                item
+                for item in section.grantee_wraps.all()
+                if item.grantee == for_hospital and item.basis == basis
+            ),
+            None,
+        )
+        if kept is not None and kept.wrap.get("kek_version") == current:
+            return WrappedKey.from_dict(kept.wrap)
+    data_key = unwrap_for_tenant(
+        WrappedKey.from_dict(section.tenant_wrap), tenant=origin, context=context
+    )
+    wrapped = wrap_for_tenant(data_key, tenant=for_hospital, context=context, version=current)
+    if basis:
+        GranteeKeyWrap.objects.update_or_create(
+            section=section,
+            grantee=for_hospital,
+            basis=basis,
+            defaults={"wrap": wrapped.to_dict(), "expires_at": decision.expires_at},
+        )
+    return wrapped
+
+
 def records_sealed_for_hospital(
     *,
     tenant,
@@ -473,12 +510,17 @@ def records_sealed_for_hospital(
     records = (
         Record.objects.filter(patient_pseudonym__in=list(pseudonyms))
         .select_related("author")
-        .prefetch_related("sections")
+        .prefetch_related(
+            "sections",
+            Prefetch(
+                "sections__grantee_wraps",
+                queryset=GranteeKeyWrap.objects.filter(grantee=requester_slug),
+            ),
+        )
         .order_by("-created_at")
     )
     sealed = [
-        _seal_for_reader(record, tenant, None, decide, for_hospital=requester_slug)
-        for record in records
+        _seal_for_reader(record, tenant, decide, for_hospital=requester_slug) for record in records
     ]
     access_log_reads(reader=reader, sealed=sealed, reason="exchange")
     return sealed
@@ -488,19 +530,22 @@ def records_sealed_here(
     *,
     tenant,
     pseudonyms: Iterable[str],
-    recipient_public: bytes,
+    for_hospital: str,
     reader: Reader,
     decide: Callable[[SectionRef], Decision] | None = None,
 ) -> list[SealedRecord]:
-    """Called by the hub's exchange inside an origin hospital's schema; the reads
-    land in that hospital's access log."""
+    """Called by the hub's exchange inside an origin hospital's schema for a
+    patient signed in at ``for_hospital`` (data keys wrapped for that hospital,
+    which opens them for her); the reads land in this hospital's access log."""
     records = (
         Record.objects.filter(patient_pseudonym__in=list(pseudonyms))
         .select_related("author")
         .prefetch_related("sections")
         .order_by("-created_at")
     )
-    sealed = [_seal_for_reader(record, tenant, recipient_public, decide) for record in records]
+    sealed = [
+        _seal_for_reader(record, tenant, decide, for_hospital=for_hospital) for record in records
+    ]
     access_log_reads(reader=reader, sealed=sealed, reason="own-record")
     return sealed
 
@@ -573,7 +618,6 @@ def chain_pointers(tx_hashes: Iterable[str]) -> dict[str, tuple[dict, int | None
 def _open_record(
     sealed: SealedRecord,
     pointer: tuple[dict, int | None] | None,
-    recipient_private: bytes | None,
 ) -> RecordView:
     view = RecordView(
         id=sealed.id,
@@ -627,15 +671,11 @@ def _open_record(
             continue
         try:
             data_key = section.data_key
-            if data_key is None and section.hospital_wrap is not None:
+            if data_key is None:
+                if section.hospital_wrap is None:
+                    raise RecordCryptoError(f"{context.describe()} came without a key")
                 data_key = unwrap_for_tenant(
                     section.hospital_wrap, tenant=_tenant().slug, context=context
-                )
-            if data_key is None:
-                data_key = unwrap_for_recipient(
-                    section.recipient_blob or b"",
-                    recipient_private=recipient_private or b"",
-                    context=context,
                 )
             plaintext = open_section(section.ciphertext, section.nonce, data_key, context)
         except RecordCryptoError as error:
@@ -662,9 +702,9 @@ def _open_record(
     return view
 
 
-def _open_all(sealed: list[SealedRecord], recipient_private: bytes | None) -> list[RecordView]:
+def _open_all(sealed: list[SealedRecord]) -> list[RecordView]:
     pointers = chain_pointers(item.tx_hash for item in sealed)
-    views = [_open_record(item, pointers.get(item.tx_hash), recipient_private) for item in sealed]
+    views = [_open_record(item, pointers.get(item.tx_hash)) for item in sealed]
     by_id = {view.id: view for view in views}
     for view in views:
         if view.amends_id in by_id:
@@ -684,9 +724,9 @@ def records_for_staff(*, user: User, patient: Patient) -> list[RecordView]:
         .order_by("-created_at")
     )
     decide = _staff_decider(user=user, pseudonyms=frozenset(patient.pseudonyms))
-    sealed = [_seal_for_reader(record, tenant, None, decide) for record in records]
+    sealed = [_seal_for_reader(record, tenant, decide) for record in records]
     access_log_reads(reader=reader_for(user), sealed=sealed, reason="default:own-hospital")
-    return _open_all(sealed, None)
+    return _open_all(sealed)
 
 
 def _staff_decider(*, user: User, pseudonyms: frozenset[str]) -> Callable[[SectionRef], Decision]:
@@ -721,7 +761,7 @@ def records_elsewhere_for_staff(*, user: User, patient: Patient) -> list[RecordV
     sealed = records_for_practitioner(
         requester=requester, reader=reader, pseudonym=patient.pseudonym
     )
-    return _open_all(sealed, None)
+    return _open_all(sealed)
 
 
 def patient_history_for_user(*, user: User) -> list[RecordView]:
@@ -732,10 +772,9 @@ def patient_history_for_user(*, user: User) -> list[RecordView]:
     sealed = records_for_patient(
         requester_slug=_tenant().slug,
         pseudonym=patient.pseudonym,
-        recipient_public=unb64(patient.encryption_public_key),
         reader=reader_for(user),
     )
-    return _open_all(sealed, patient_encryption_key(patient))
+    return _open_all(sealed)
 
 
 def record_view_for_user(*, user: User, record_id) -> RecordView:
@@ -744,9 +783,9 @@ def record_view_for_user(*, user: User, record_id) -> RecordView:
     if _is_staff(user):
         record = record_get_for_user(user=user, record_id=record_id)
         decide = _staff_decider(user=user, pseudonyms=frozenset(record.patient.pseudonyms))
-        sealed = _seal_for_reader(record, _tenant(), None, decide)
+        sealed = _seal_for_reader(record, _tenant(), decide)
         access_log_reads(reader=reader_for(user), sealed=[sealed], reason="default:own-hospital")
-        view = _open_all([sealed], None)[0]
+        view = _open_all([sealed])[0]
         view.amended_by = [
             str(pk)
             for pk in Record.objects.filter(amends=record)

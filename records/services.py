@@ -50,18 +50,20 @@ from records.crypto import (
     wrap_for_tenant,
 )
 from records.keys import (
+    PASSWORD_FIELDS,
     PasswordRequired,
     WrongPassword,
     blind_index,
     password_open,
     password_seal,
+    patient_encryption_key,
     patient_keys_new,
+    patient_keys_to_password,
     patient_signing_key,
     practitioner_pseudonym,
     pseudonym_new,
-    signing_key_to_password,
 )
-from records.models import Patient, Record, RecordIndex, RecordSection
+from records.models import GranteeKeyWrap, Patient, Record, RecordIndex, RecordSection
 from records.store import FileSystemStore, get_store
 
 logger = logging.getLogger(__name__)
@@ -285,8 +287,10 @@ def patient_create(
     )
     _identity_seal(patient, identity, tenant.slug)
     if user is not None:
-        # From now on only the patient's password opens their signing key.
-        signing_key_to_password(patient, keys.signing_private, password)
+        # From now on only the patient's password opens their private keys.
+        patient_keys_to_password(
+            patient, keys.signing_private, password, encryption=keys.encryption_private
+        )
     pending = transaction_submit(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,
@@ -502,7 +506,8 @@ def record_amend(
 def record_erase(*, actor: User, record: Record, reason: str) -> Record:
     """Destroy a record's data keys for good (crypto-shredding).
 
-    Both wraps of every section go, the index entries go, the ciphertexts are
+    Every wrap of every section goes (the hospital's, the patient's, those kept
+    for grantees), the index entries go, the ciphertexts are
     deleted from the store after commit, and an ``erased`` marker goes on the
     chain. The chain keeps the original transaction's hashes: they prove what
     existed and can no longer reveal it.
@@ -520,6 +525,7 @@ def record_erase(*, actor: User, record: Record, reason: str) -> Record:
     RecordSection.objects.filter(record=record).update(
         tenant_wrap=None, patient_wrap=None, kek_version=None
     )
+    GranteeKeyWrap.objects.filter(section__record=record).delete()
     RecordIndex.objects.filter(record=record).delete()
     pending = transaction_submit(
         tenant=tenant,
@@ -627,22 +633,27 @@ class IssuedCode:
 
 
 def patient_signing_key_reseal(*, user: User, old_password: str, new_password: str) -> None:
-    """Re-seal the patient's signing key under their new password (a password
-    change). A key the old password does not open (it was set by an admin, not
-    changed by the patient) stays as it is: that needs key recovery."""
+    """Re-seal the patient's private keys under their new password (a password
+    change). Keys the old password does not open (it was set by an admin, not
+    changed by the patient) stay as they are: that needs key recovery."""
     patient = Patient.objects.select_for_update().filter(user=user).first()
     if patient is None or not patient.signing_key_password_wrap:
         return
     try:
         private = patient_signing_key(patient, old_password)
+        encryption = (
+            patient_encryption_key(patient, old_password)
+            if patient.encryption_key_password_wrap
+            else None
+        )
     except (PasswordRequired, WrongPassword):
         logger.warning(
-            "patient %s: signing key not re-sealed (old password does not open it)",
+            "patient %s: keys not re-sealed (old password does not open them)",
             patient.pseudonym,
         )
         return
-    signing_key_to_password(patient, private, new_password)
-    patient.save(update_fields=["signing_key_password_wrap", "sealed_signing_key"])
+    patient_keys_to_password(patient, private, new_password, encryption=encryption)
+    patient.save(update_fields=PASSWORD_FIELDS)
 
 
 @transaction.atomic
@@ -676,9 +687,10 @@ def patient_keys_recover(*, admin: User, patient: Patient, temporary_password: s
     patient.key_id = keys.key_id
     patient.signing_public_key = keys.signing_public_key
     patient.encryption_public_key = keys.encryption_public_key
-    patient.sealed_encryption_key = keys.sealed_encryption_key
     patient.key_version = keys.key_version
-    signing_key_to_password(patient, keys.signing_private, temporary_password)
+    patient_keys_to_password(
+        patient, keys.signing_private, temporary_password, encryption=keys.encryption_private
+    )
     transaction_submit(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,
@@ -708,7 +720,6 @@ def patient_keys_recover(*, admin: User, patient: Patient, temporary_password: s
             "key_id": patient.key_id,
             "signing_public_key": patient.signing_public_key,
             "encryption_public_key": patient.encryption_public_key,
-            "sealed_encryption_key": patient.sealed_encryption_key,
             "key_version": patient.key_version,
         },
     )
@@ -725,11 +736,25 @@ def patient_keys_recover(*, admin: User, patient: Patient, temporary_password: s
     return patient
 
 
+def grantee_wraps_destroy_here(*, bases: Iterable[str]) -> int:
+    """In one hospital: destroy the data keys kept for grantees under these grants
+    (revoked or replaced). Returns how many went."""
+    deleted, _ = GranteeKeyWrap.objects.filter(basis__in=list(bases)).delete()
+    return deleted
+
+
+def grantee_wraps_expire_here(*, now=None) -> int:
+    """In one hospital: destroy the data keys kept under grants that have expired."""
+    deleted, _ = GranteeKeyWrap.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
+
+
 def patient_keys_here_update(*, pseudonyms: Iterable[str], keys: dict) -> int:
     """In one hospital (called by the hub's exchange): the patient's new public
-    keys and encryption key on their account here, the old signing key dropped
-    (it was replaced on the chain), and the data keys wrapped for the patient
-    re-wrapped to the new encryption key. Returns the sections re-wrapped."""
+    keys on their account here, the old private keys dropped (replaced on the
+    chain; the new ones come with the next link), and the data keys wrapped for
+    the patient re-wrapped to the new encryption key. Returns the sections
+    re-wrapped."""
     tenant = connection.tenant
     pseudonyms = list(pseudonyms)
     for patient in Patient.objects.select_for_update().filter(pseudonym__in=pseudonyms):
@@ -737,8 +762,8 @@ def patient_keys_here_update(*, pseudonyms: Iterable[str], keys: dict) -> int:
             continue  # the hospital that recovered them
         for field, value in keys.items():
             setattr(patient, field, value)
-        patient.signing_key_password_wrap = ""
-        patient.sealed_signing_key = ""
+        for field in PASSWORD_FIELDS:
+            setattr(patient, field, "")
         patient.save()
     recipient = unb64(keys["encryption_public_key"])
     sections = list(
@@ -781,12 +806,16 @@ def _signing_key_with_password(patient: Patient, password: str):
 def link_code_create(*, user: User, password: str) -> IssuedCode:
     """A one-time code (10 minutes) the patient types in at another hospital.
 
-    Only the code's HMAC is stored, at the hub, with the patient's signing key
+    Only the code's HMAC is stored, at the hub, with the patient's private keys
     sealed under the code (Argon2id), for the other hospital to re-seal under
     that account's password. The code is shown once."""
     tenant = _hospital()
     patient = _patient_of(user)
     private = _signing_key_with_password(patient, password)
+    try:
+        encryption = patient_encryption_key(patient, password)
+    except PasswordRequired:
+        encryption = b""  # replaced elsewhere by a key recovery: signing key only
     raw = "".join(secrets.choice(LINK_CODE_ALPHABET) for _ in range(LINK_CODE_LENGTH))
     now = timezone.now()
     expires = now + timedelta(seconds=settings.MEDPORTAL_LINK_CODE_SECONDS)
@@ -799,7 +828,9 @@ def link_code_create(*, user: User, password: str) -> IssuedCode:
             created_at=now,
             expires_at=expires,
             transport_wrap=password_seal(
-                keyring.private_key_raw(private), password=raw, key_id=patient.key_id
+                keyring.private_key_raw(private) + encryption,
+                password=raw,
+                key_id=patient.key_id,
             ),
         )
     return IssuedCode(code=f"{raw[:5]}-{raw[5:]}", expires_at=expires)
@@ -812,8 +843,8 @@ class LinkRefused(ValidationError):
 def link_code_redeem(*, user: User, code: str, password: str) -> Patient:
     """Join this hospital's account to the pseudonym of the hospital that issued ``code``.
 
-    The hub hands over the patient's sealed keys (they open only with the
-    master key and the pseudonym); this hospital re-seals the identity under
+    The hub hands over the patient's private keys sealed under the code; this
+    hospital re-seals them under this account's password, the identity under
     the shared pseudonym and submits an ``identity``/``link`` transaction
     signed by the patient's key. Five wrong codes lock linking for 15 minutes.
     """
@@ -839,6 +870,13 @@ def link_code_redeem(*, user: User, code: str, password: str) -> Patient:
     raise LinkRefused(linked)
 
 
+def _transport_open(transport: str, *, code: str, key_id: str) -> tuple[Ed25519PrivateKey, bytes]:
+    """The (signing, encryption) keys a link code carries; the encryption key is
+    empty if the issuing account had none (its keys were recovered elsewhere)."""
+    raw = password_open(transport, password=_normalised_code(code), key_id=key_id)
+    return Ed25519PrivateKey.from_private_bytes(raw[:32]), raw[32:64]
+
+
 def _link_apply(*, tenant, patient_id, code: str, now, password: str) -> Patient | str:
     """The link itself, or the reason it was refused (to be counted as a failure)."""
     patient = Patient.objects.select_for_update().get(pk=patient_id)
@@ -862,12 +900,10 @@ def _link_apply(*, tenant, patient_id, code: str, now, password: str) -> Patient
         if patient.signing_key_password_wrap or patient.sealed_signing_key:
             raise LinkRefused("These accounts are already linked.")
         # Linked already, but the keys were replaced at the other hospital (a
-        # key recovery): this account takes the new signing key, nothing else.
-        signing = Ed25519PrivateKey.from_private_bytes(
-            password_open(transport, password=_normalised_code(code), key_id=patient.key_id)
-        )
-        signing_key_to_password(patient, signing, password)
-        patient.save(update_fields=["signing_key_password_wrap", "sealed_signing_key"])
+        # key recovery): this account takes the new private keys, nothing else.
+        signing, encryption = _transport_open(transport, code=code, key_id=patient.key_id)
+        patient_keys_to_password(patient, signing, password, encryption=encryption)
+        patient.save(update_fields=PASSWORD_FIELDS)
         return patient
     with schema_context(link.origin.schema_name):
         source = Patient.objects.get(pk=link.patient_id)
@@ -876,9 +912,7 @@ def _link_apply(*, tenant, patient_id, code: str, now, password: str) -> Patient
             for field in (
                 "key_id",
                 "signing_public_key",
-                "sealed_signing_key",
                 "encryption_public_key",
-                "sealed_encryption_key",
                 "key_version",
             )
         }
@@ -889,10 +923,8 @@ def _link_apply(*, tenant, patient_id, code: str, now, password: str) -> Patient
     for field, value in keys.items():
         setattr(patient, field, value)
     _identity_seal(patient, identity, tenant.slug)
-    signing = Ed25519PrivateKey.from_private_bytes(
-        password_open(transport, password=_normalised_code(code), key_id=patient.key_id)
-    )
-    signing_key_to_password(patient, signing, password)
+    signing, encryption = _transport_open(transport, code=code, key_id=patient.key_id)
+    patient_keys_to_password(patient, signing, password, encryption=encryption)
     transaction_submit(
         tenant=tenant,
         kind=TransactionKind.IDENTITY,

@@ -76,11 +76,11 @@ def patient_origins(*, pseudonyms: Iterable[str]) -> list[Tenant]:
         return list(Tenant.objects.filter(slug__in=slugs, kind=TenantKind.HOSPITAL))
 
 
-def records_for_patient(
-    *, requester_slug: str, pseudonym: str, recipient_public: bytes, reader
-) -> list:
-    """The patient's records from every hospital, data keys re-wrapped for them;
-    each origin hospital logs the reads (``reader``) in its access log.
+def records_for_patient(*, requester_slug: str, pseudonym: str, reader) -> list:
+    """The patient's records from every hospital, data keys re-wrapped for the
+    hospital she is signed in at (``requester_slug``), after the policy's
+    "own-record"; each origin hospital logs the reads (``reader``) in its
+    access log. Her own private keys stay sealed under her password.
 
     Returns ``records.selectors.SealedRecord`` items, newest first.
     """
@@ -105,7 +105,7 @@ def records_for_patient(
                 records_sealed_here(
                     tenant=origin,
                     pseudonyms=pseudonyms,
-                    recipient_public=recipient_public,
+                    for_hospital=requester_slug,
                     reader=reader,
                     decide=decide,
                 )
@@ -161,6 +161,34 @@ def records_for_practitioner(*, requester, reader, pseudonym: str) -> list:
             )
     sealed.sort(key=lambda item: item.created_at, reverse=True)
     return sealed
+
+
+def grantee_wraps_destroy(*, pseudonyms: Iterable[str], bases: Iterable[str]) -> int:
+    """At every hospital holding the patient's entries: destroy the data keys kept
+    for grantees under these ``access`` transactions (a revocation or a
+    replacing grant). Returns how many went."""
+    from records.services import grantee_wraps_destroy_here
+
+    bases = [basis for basis in bases if basis]
+    if not bases:
+        return 0
+    destroyed = 0
+    for origin in patient_origins(pseudonyms=pseudonyms):
+        with schema_context(origin.schema_name):
+            destroyed += grantee_wraps_destroy_here(bases=bases)
+    return destroyed
+
+
+def grantee_wraps_expire_all() -> int:
+    """Beat: at every hospital, destroy the data keys kept under expired grants."""
+    from medportal.tenants.selectors import tenant_list_members
+    from records.services import grantee_wraps_expire_here
+
+    destroyed = 0
+    for tenant in tenant_list_members().filter(kind=TenantKind.HOSPITAL):
+        with schema_context(tenant.schema_name):
+            destroyed += grantee_wraps_expire_here()
+    return destroyed
 
 
 # --- The practitioner directory ---------------------------------------------------

@@ -12,11 +12,12 @@ from chain.services import block_seal
 from consent.grants import consent_grant
 from consent.models import Notification
 from consent.policy import grants_current
-from records.keys import WrongPassword, patient_signing_key
+from records.keys import WrongPassword, patient_encryption_key, patient_signing_key
 from records.models import Patient
 from records.selectors import patient_history_for_user
 from records.services import link_code_create, link_code_redeem, patient_keys_recover
 from tests.conftest import PASSWORD, login_client
+from tests.records.test_linking import _opens_patient_wraps
 
 pytestmark = pytest.mark.django_db
 
@@ -50,8 +51,10 @@ def test_recovery_replaces_the_keys_on_the_chain_and_keeps_everything_readable(a
     with schema_context("public"):
         assert RegisteredKey.objects.get(key_id=old_key).revoked_height is not None
         assert RegisteredKey.objects.get(key_id=recovered.key_id).revoked_height is None
-    # The temporary password opens the new key; the patient must change it first.
+    # The temporary password opens the new keys; the patient must change it first.
     assert patient_signing_key(recovered, TEMPORARY) is not None
+    new_encryption = patient_encryption_key(recovered, TEMPORARY)
+    assert recovered.sealed_encryption_key == ""
     with tenant_context(alpha):
         user = User.objects.get(pk=li.user_id)
         assert user.must_change_password and user.check_password(TEMPORARY)
@@ -59,6 +62,10 @@ def test_recovery_replaces_the_keys_on_the_chain_and_keeps_everything_readable(a
         history_after = patient_history_for_user(user=user)
     assert {v.id for v in history_after} == history_before
     assert all(not v.errors for v in history_after)
+    # The copies of her data keys kept for her open with the new key, at both hospitals.
+    for tenant in (alpha, beta):
+        with tenant_context(tenant):
+            assert _opens_patient_wraps(recovered, new_encryption) > 0
     # Her grants are on the chain under her pseudonym: still valid.
     assert grants_current(patient_pseudonyms=li.pseudonyms) == grants_before
     # She is told, at alpha and at beta.

@@ -157,3 +157,72 @@ def test_linking_reseals_the_key_under_the_second_accounts_password(alpha, beta)
         patient_signing_key(linked, PASSWORD)
     with schema_context("public"):
         assert LinkCode.objects.get(pseudonym=at_alpha.pseudonym).transport_wrap == ""
+
+
+def _opens_patient_wraps(patient, key: bytes) -> int:
+    """How many of the patient's stored data-key copies ``key`` opens."""
+    from records.crypto import SectionContext, unwrap_for_recipient
+    from records.models import RecordSection
+
+    opened = 0
+    for section in RecordSection.objects.filter(
+        record__patient_pseudonym__in=patient.pseudonyms, patient_wrap__isnull=False
+    ).select_related("record"):
+        context = SectionContext(
+            record_id=str(section.record_id),
+            section=section.name,
+            patient_pseudonym=section.record.patient_pseudonym,
+        )
+        assert unwrap_for_recipient(
+            bytes(section.patient_wrap), recipient_private=key, context=context
+        )
+        opened += 1
+    return opened
+
+
+def test_the_encryption_key_too_opens_only_with_the_patients_password(alpha):
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from chain.encoding import b64
+    from records.keys import PasswordRequired, WrongPassword, patient_encryption_key
+
+    with tenant_context(alpha):
+        li = Patient.objects.get(user__username="alpha-patient")
+    assert li.sealed_encryption_key == "" and li.encryption_key_password_wrap
+    with pytest.raises(PasswordRequired):
+        patient_encryption_key(li)
+    with pytest.raises(WrongPassword):
+        patient_encryption_key(li, "a-guess")
+    raw = patient_encryption_key(li, PASSWORD)
+    public = X25519PrivateKey.from_private_bytes(raw).public_key()
+    assert b64(public.public_bytes(Encoding.Raw, PublicFormat.Raw)) == li.encryption_public_key
+    # It opens the copies of her data keys kept for her.
+    with tenant_context(alpha):
+        assert _opens_patient_wraps(li, raw) > 0
+        # ... while she reads through the portal without it.
+        history = patient_history_for_user(user=li.user)
+    assert history and all(not view.errors for view in history)
+
+
+def test_a_password_change_and_a_link_carry_the_encryption_key(alpha, beta):
+    from accounts.services import user_password_change
+    from records.keys import WrongPassword, patient_encryption_key
+
+    at_alpha = _new_patient(alpha, "sam-a", "SA-12")
+    at_beta = _new_patient(beta, "sam-b", "SB-12")
+    raw = patient_encryption_key(at_alpha, PASSWORD)
+    with tenant_context(alpha):
+        user_password_change(
+            user=at_alpha.user, new_password="a-brand-new-phrase-78", old_password=PASSWORD
+        )
+        fresh = Patient.objects.get(pk=at_alpha.pk)
+    assert patient_encryption_key(fresh, "a-brand-new-phrase-78") == raw
+    with pytest.raises(WrongPassword):
+        patient_encryption_key(fresh, PASSWORD)
+    with tenant_context(alpha):
+        issued = link_code_create(user=fresh.user, password="a-brand-new-phrase-78")
+    with tenant_context(beta):
+        linked = link_code_redeem(user=at_beta.user, code=issued.code, password=PASSWORD)
+    assert linked.sealed_encryption_key == ""
+    assert patient_encryption_key(linked, PASSWORD) == raw
