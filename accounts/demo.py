@@ -16,6 +16,8 @@ DEMO_TENANTS = (
     (TenantKind.HOSPITAL, "alpha", "Alpha General Hospital"),
     (TenantKind.HOSPITAL, "beta", "Beta University Hospital"),
     (TenantKind.RESEARCH, "northwind", "Northwind Research Institute"),
+    # A second organisation, to show that one cannot read another's datasets.
+    (TenantKind.RESEARCH, "southbank", "Southbank Health Analytics"),
 )
 
 # (tenant slug or "hub", username, role, first name, last name). Patients' names
@@ -33,6 +35,7 @@ DEMO_USERS = (
     ("beta", "beta-patient", Role.PATIENT, "Li", "Wei"),
     ("beta", "beta-patient-2", Role.PATIENT, "Tom", "Jensen"),
     ("northwind", "northwind-researcher", Role.RESEARCHER, "Nora", "North"),
+    ("southbank", "southbank-researcher", Role.RESEARCHER, "Sam", "South"),
 )
 
 
@@ -80,6 +83,10 @@ def demo_seed(*, password: str) -> list[DemoLogin]:
     # Doctors made before the directory existed (older development databases).
     practitioners_backfill()
     consent_demo_seed(tenants=tenants, password=password)
+    _chain_settle(tenants)
+    from medportal.research.demo import research_demo_seed
+
+    research_demo_seed(tenants=tenants, password=password)
     _chain_settle(tenants)
     return logins
 

@@ -324,6 +324,31 @@ def _check_access(envelope: Envelope, author: RegisteredKey) -> None:
         raise TransactionRejected("access: a patient grants access to their own records only")
 
 
+# Who may say what about a research request.
+_REQUEST_STATUSES = {
+    "research": frozenset({"opened", "withdrawn", "closed", "released"}),
+    "hospital": frozenset({"approved", "declined", "released"}),
+}
+
+
+def _check_request(envelope: Envelope, author: RegisteredKey) -> None:
+    """An organisation opens, withdraws and closes its own requests (and signs
+    the result of a secure count: ``released`` without a hospital); a hospital
+    approves, declines and releases for itself only."""
+    payload = envelope.payload
+    if author.tenant_kind == "research":
+        if payload["organisation"] != author.tenant:
+            raise TransactionRejected("request: an organisation speaks for its own requests only")
+        if "hospital" in payload:
+            raise TransactionRejected("request: an organisation cannot answer for a hospital")
+    elif payload.get("hospital") != author.tenant:
+        raise TransactionRejected("request: a hospital answers for itself only")
+    if payload["status"] not in _REQUEST_STATUSES.get(author.tenant_kind, frozenset()):
+        raise TransactionRejected(
+            f"request: a {author.tenant_kind} may not set the status {payload['status']!r}"
+        )
+
+
 def _check_envelope(envelope: Envelope, author: RegisteredKey | None, submitted_by: str) -> str:
     """Every rule but uniqueness; returns the transaction's hash."""
     if envelope.kind not in TransactionKind.values:
@@ -342,6 +367,8 @@ def _check_envelope(envelope: Envelope, author: RegisteredKey | None, submitted_
         raise TransactionRejected("the author's key does not belong to the submitting tenant")
     if envelope.kind == TransactionKind.ACCESS:
         _check_access(envelope, author)
+    elif envelope.kind == TransactionKind.REQUEST:
+        _check_request(envelope, author)
     try:
         message, digest = _signing_bytes_and_hash(envelope)
     except EncodingError as error:

@@ -166,3 +166,31 @@ def consent_revoke(
             "expires_at": None,
         },
     )
+
+
+@transaction.atomic
+def consent_research(
+    *,
+    user: User,
+    password: str,
+    request_id: str,
+    categories: Iterable[str],
+    expires_at: datetime | None = None,
+) -> PendingTransaction:
+    """The signed-in patient opts in to a research request (``categories``) or
+    withdraws (no categories). Called by ``medportal.research.services``, which
+    checks that she was invited and that the request is open."""
+    patient = _patient_for(user)
+    chosen = categories_expand(categories)
+    return _submit(
+        user,
+        patient,
+        password,
+        {
+            "patient": patient.pseudonym,
+            "grantee": {"type": "request", "id": request_id},
+            "categories": chosen,
+            "purpose": "research",
+            "expires_at": format_time(expires_at) if chosen and expires_at else None,
+        },
+    )

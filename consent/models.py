@@ -266,6 +266,8 @@ class NotificationKind(models.TextChoices):
     ACCESS_REQUEST = "access_request", "Access request"
     REQUEST_ANSWERED = "request_answered", "Request answered"
     KEY_RECOVERY = "key_recovery", "New keys"
+    RESEARCH_INVITATION = "research_invitation", "Research invitation"
+    RESEARCH_STATUS = "research_status", "Research request status"
 
 
 class Notification(models.Model):
@@ -303,3 +305,64 @@ class Notification(models.Model):
     @property
     def is_read(self) -> bool:
         return self.read_at is not None
+
+
+class InvitationStatus(models.TextChoices):
+    PENDING = "pending", "Not answered yet"
+    OPTED_IN = "opted_in", "Taking part"
+    OPTED_OUT = "opted_out", "Not taking part"
+    WITHDRAWN = "withdrawn", "Withdrew"
+
+
+class ResearchInvitation(models.Model):
+    """A research request shown to one patient of this hospital whose records
+    match it. Only this hospital knows who was invited and what they answered;
+    the answer itself is the patient's signed ``access`` transaction (grantee
+    the request, purpose research), which is what a release checks."""
+
+    patient = models.ForeignKey(
+        "records.Patient", on_delete=models.CASCADE, related_name="research_invitations"
+    )
+    request_id = models.UUIDField()
+    status = models.CharField(
+        max_length=16, choices=InvitationStatus.choices, default=InvitationStatus.PENDING
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    tx_hash = models.CharField(max_length=64, blank=True)
+    # Set when a release included this patient: a later withdrawal is recorded
+    # and keeps them out of any later release, but cannot recall a file.
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "request_id"], name="consent_one_invitation_per_request"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=InvitationStatus.values),
+                name="consent_invitation_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation {self.pk} ({self.status})"
+
+
+class ResearchPreference(models.Model):
+    """A patient's standing answer: ask me about every matching request (the
+    default), or never ask me (no invitations are made)."""
+
+    class Choice(models.TextChoices):
+        ALWAYS_ASK = "always_ask", "Always ask me"
+        NEVER_ASK = "never_ask", "Never ask me"
+
+    patient = models.OneToOneField(
+        "records.Patient", on_delete=models.CASCADE, related_name="research_preference"
+    )
+    choice = models.CharField(max_length=16, choices=Choice.choices, default=Choice.ALWAYS_ASK)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"research preference of patient {self.patient_id}: {self.choice}"

@@ -11,6 +11,9 @@ exchange). The answer names its reason, which goes into the access log:
 * ``grant:<tx hash>`` — the patient's latest ``access`` transaction for this
   grantee (the doctor, or their whole hospital) and purpose covers every
   category of the section and has not expired;
+* ``grant:<tx hash>`` for a research request — the patient's opt-in (grantee
+  the request, purpose research) covers every category of the section; a
+  request reads nothing else, not even at a hospital's default;
 * ``emergency:<tx hash>`` — a declared emergency for this doctor, not expired,
   for the categories it names (those of the levels in
   ``MEDPORTAL_EMERGENCY_LEVELS`` when it was declared);
@@ -39,17 +42,24 @@ from chain.models import PendingTransaction, Transaction, TransactionKind
 from records.categories import Level
 
 STAFF_ROLES = ("doctor", "admin")
-DEFAULT_PURPOSE = {"doctor": "treatment", "admin": "administration", "patient": "patient_access"}
+DEFAULT_PURPOSE = {
+    "doctor": "treatment",
+    "admin": "administration",
+    "patient": "patient_access",
+    "researcher": "research",
+}
 
 
 @dataclass(frozen=True)
 class Requester:
-    """Who asks. Staff carry their practitioner pseudonym; patients their pseudonyms."""
+    """Who asks. Staff carry their practitioner pseudonym; patients their
+    pseudonyms; a research request (role researcher) its id."""
 
     role: str
     tenant_slug: str
     practitioner: str = ""
     patient_pseudonyms: frozenset[str] = frozenset()
+    request: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,8 @@ def access_decide(
         if patient_pseudonyms & requester.patient_pseudonyms:
             return Decision(True, "own-record")
         return Decision(False, "deny:not-own-record")
+    if requester.role == "researcher":
+        return _research_decide(requester, patient_pseudonyms, section, purpose, grants, now)
     if requester.role not in STAFF_ROLES:
         return Decision(False, "deny:role")
     at_origin = requester.tenant_slug == section.origin
@@ -197,3 +209,33 @@ def access_decide(
     if at_origin:
         return Decision(False, "deny:very-restricted-needs-grant")
     return Decision(False, "deny:no-grant")
+
+
+def _research_decide(
+    requester: Requester,
+    patient_pseudonyms: frozenset[str],
+    section: SectionRef,
+    purpose: str,
+    grants: list[Grant] | None,
+    now: datetime,
+) -> Decision:
+    """A research request reads only what the patient's opt-in for it covers."""
+    if not requester.request or purpose != "research":
+        return Decision(False, "deny:role")
+    if grants is None:
+        grants = grants_current(patient_pseudonyms=patient_pseudonyms)
+    needed = frozenset(section.categories)
+    for grant in grants:
+        if (
+            grant.patient in patient_pseudonyms
+            and grant.grantee_type == "request"
+            and grant.grantee_id == requester.request
+            and grant.purpose == "research"
+            and grant.is_active(now)
+        ):
+            if needed <= grant.categories:
+                return Decision(
+                    True, f"grant:{grant.tx_hash}", grant.tx_hash, expires_at=grant.expires_at
+                )
+            return Decision(False, "deny:category-not-in-opt-in")
+    return Decision(False, "deny:no-research-opt-in")

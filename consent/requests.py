@@ -169,7 +169,7 @@ def grants_for_patient(*, user: User, now: datetime | None = None) -> list[Grant
     grants = [
         grant
         for grant in grants_current(patient_pseudonyms=_pseudonyms_of(patient))
-        if grant.categories and grant.purpose in PURPOSES
+        if grant.categories and grant.purpose in PURPOSES and grant.grantee_type != "request"
     ]
     described = grantees_describe((grant.grantee_type, grant.grantee_id) for grant in grants)
     rows = [

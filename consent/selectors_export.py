@@ -18,13 +18,23 @@ EXPORT_LOG_LIMIT = 500
 
 def consent_for_export(*, patient) -> tuple[list[Grant], dict[tuple[str, str], str]]:
     """The patient's grants (latest state per grantee and purpose) and display
-    names for their grantees: hospitals by name, doctors by pseudonym until the
-    practitioner directory names them."""
+    names for their grantees: hospitals by name, research requests by title and
+    organisation, doctors by pseudonym until the practitioner directory names them."""
     grants = grants_current(patient_pseudonyms=patient.pseudonyms)
     slugs = {grant.grantee_id for grant in grants if grant.grantee_type == "tenant"}
     with schema_context(get_public_schema_name()):
         hospitals = dict(Tenant.objects.filter(slug__in=slugs).values_list("slug", "name"))
     names = {("tenant", slug): name for slug, name in hospitals.items()}
+    request_ids = [grant.grantee_id for grant in grants if grant.grantee_type == "request"]
+    if request_ids:
+        from medportal.research.models import ResearchRequest
+
+        for request in ResearchRequest.objects.filter(pk__in=request_ids).select_related(
+            "organisation"
+        ):
+            names[("request", str(request.pk))] = (
+                f"Research request “{request.title}” ({request.organisation.name})"
+            )
     return grants, names
 
 

@@ -46,6 +46,7 @@ SHARED_APPS = [
     "django_tenants",
     "medportal.tenants",
     "medportal.exchange",
+    "medportal.research",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -216,6 +217,9 @@ MEDPORTAL_KEK_RETIRED_VERSIONS = [
 MEDPORTAL_BLOB_ROOT = env_str("MEDPORTAL_BLOB_ROOT", str(BASE_DIR / "var" / "blobs"))
 # Largest attachment (PDF, PNG, JPEG) a doctor can add to a record.
 MEDPORTAL_ATTACHMENT_MAX_BYTES = env_int("MEDPORTAL_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+MEDPORTAL_RESEARCH_DOCUMENT_MAX_BYTES = env_int(
+    "MEDPORTAL_RESEARCH_DOCUMENT_MAX_BYTES", 10 * 1024 * 1024
+)
 # How long a patient's account-linking code stays valid.
 MEDPORTAL_LINK_CODE_SECONDS = env_int("MEDPORTAL_LINK_CODE_SECONDS", 600)
 # Argon2id cost of the key that seals a patient's signing key under their password.

@@ -82,6 +82,7 @@ class Reader:
             Role.DOCTOR: Purpose.TREATMENT,
             Role.ADMIN: Purpose.ADMINISTRATION,
             Role.PATIENT: Purpose.PATIENT_ACCESS,
+            Role.RESEARCHER: Purpose.RESEARCH,
         }.get(self.role, Purpose.ADMINISTRATION)
 
 
@@ -761,6 +762,44 @@ def records_elsewhere_for_staff(*, user: User, patient: Patient) -> list[RecordV
     sealed = records_for_practitioner(
         requester=requester, reader=reader, pseudonym=patient.pseudonym
     )
+    return _open_all(sealed)
+
+
+def records_for_research(
+    *,
+    requester: Requester,
+    reader: Reader,
+    patient: Patient,
+    pseudonyms: frozenset[str],
+    period: dict,
+) -> list[RecordView]:
+    """A patient's entries at this hospital as a research request may read them
+    (``requester`` has role researcher and the request's id): every section
+    through the policy, purpose research; reads and refusals logged here. Only
+    entries written in ``period`` (``period_from`` / ``period_to``, ISO days)."""
+    from medportal.research.release import records_in_period
+
+    grants = grants_current(patient_pseudonyms=pseudonyms)
+
+    def decide(section: SectionRef) -> Decision:
+        return access_decide(
+            requester=requester,
+            patient_pseudonyms=pseudonyms,
+            section=section,
+            purpose="research",
+            grants=grants,
+        )
+
+    tenant = _tenant()
+    records = (
+        records_in_period(period)
+        .filter(patient=patient)
+        .select_related("author")
+        .prefetch_related("sections")
+        .order_by("created_at")
+    )
+    sealed = [_seal_for_reader(record, tenant, decide) for record in records]
+    access_log_reads(reader=reader, sealed=sealed, reason="research")
     return _open_all(sealed)
 
 

@@ -91,6 +91,11 @@ def northwind(db) -> Tenant:
     return _tenant("northwind")
 
 
+@pytest.fixture
+def southbank(db) -> Tenant:
+    return _tenant("southbank")
+
+
 @pytest.fixture(autouse=True)
 def _reset_schema_after_test():
     """A test that leaves the connection in a tenant schema must not leak it."""

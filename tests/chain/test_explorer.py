@@ -180,6 +180,7 @@ def test_dashboard_shows_every_tenant_for_the_operator(hub, alpha, beta):
         "alpha",
         "beta",
         "northwind",
+        "southbank",
     ]
     alpha_row = re.search(r'<tr data-tenant="alpha">.*?</tr>', content, re.S).group(0)
     beta_row = re.search(r'<tr data-tenant="beta">.*?</tr>', content, re.S).group(0)
@@ -313,8 +314,8 @@ def test_api_block_detail_of_an_unknown_height_is_404_json(alpha):
     assert response.json() == {"detail": f"No block at height {missing}."}
 
 
-def test_api_status_on_the_hub_covers_every_tenant(hub, alpha, beta, northwind):
-    for tenant in (alpha, beta, northwind):
+def test_api_status_on_the_hub_covers_every_tenant(hub, alpha, beta, northwind, southbank):
+    for tenant in (alpha, beta, northwind, southbank):
         replica_sync(tenant=tenant)
     append_block(alpha)
     response = login_client(hub, "operator").get("/api/v1/chain/status")
@@ -327,6 +328,7 @@ def test_api_status_on_the_hub_covers_every_tenant(hub, alpha, beta, northwind):
         ("alpha", "hospital", 1),
         ("beta", "hospital", 1),
         ("northwind", "research", 1),
+        ("southbank", "research", 1),
     ]
     assert set(body["replicas"][1]) == {
         "slug",

@@ -81,7 +81,7 @@ def test_sessions_clear_expired_visits_every_schema(alpha, beta):
             return session.session_key
 
     keys = {alpha: expired_session(alpha), beta: expired_session(beta)}
-    assert sessions_clear_expired() == 4  # hub, alpha, beta, northwind
+    assert sessions_clear_expired() == 5  # hub, alpha, beta, northwind, southbank
     for tenant, key in keys.items():
         with tenant_context(tenant):
             assert not Session.objects.filter(session_key=key).exists()

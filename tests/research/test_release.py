@@ -1,0 +1,328 @@
+"""Matching, opting in, and releasing de-identified rows: only opted-in patients,
+nothing that identifies anyone, every class at least k, hash on the chain."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zipfile
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+from django_tenants.utils import schema_context, tenant_context
+
+from accounts.models import User
+from chain.models import PendingTransaction
+from consent.models import AccessLogEntry, InvitationStatus, ResearchInvitation
+from medportal.research.keys import research_store
+from medportal.research.models import Release
+from medportal.research.release import patients_matching
+from medportal.research.services import (
+    dataset_open,
+    invitations_make,
+    participation_decide,
+    release_make,
+    research_answer,
+    research_preference_set,
+)
+from records.models import Patient
+from tests.conftest import PASSWORD
+from tests.research.helpers import filed_request, patient_with_entries
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def cohort(alpha):
+    """Patients at alpha: four who match "I1*, aged 40-80", two who do not."""
+    people = {
+        "zelda": patient_with_entries(
+            alpha,
+            username="zelda",
+            given="Zelda",
+            family="Quixotewright",
+            sex="female",
+            age=42,
+            number="RN-CANARY-4471",
+            codes=["I10"],
+            phone="+44 20 7946 0999",
+            email="zelda.q@example.org",
+            drug="Zelda's Amlodipine",
+        ),
+        "fran": patient_with_entries(
+            alpha,
+            username="fran",
+            given="Fran",
+            family="Oyelaran",
+            sex="female",
+            age=43,
+            number="RN-5512",
+            codes=["I11.9"],
+        ),
+        "gita": patient_with_entries(
+            alpha,
+            username="gita",
+            given="Gita",
+            family="Vanterpool",
+            sex="female",
+            age=41,
+            number="RN-5513",
+            codes=["I10"],
+        ),
+        "milo": patient_with_entries(
+            alpha,
+            username="milo",
+            given="Milo",
+            family="Strand",
+            sex="male",
+            age=70,
+            number="RN-5514",
+            codes=["I10"],
+        ),
+        "diabetic": patient_with_entries(
+            alpha,
+            username="dia",
+            given="Dia",
+            family="Betes",
+            sex="female",
+            age=42,
+            number="RN-5515",
+            codes=["E11.9"],
+        ),
+        "young": patient_with_entries(
+            alpha,
+            username="young",
+            given="Yan",
+            family="Young",
+            sex="female",
+            age=25,
+            number="RN-5516",
+            codes=["I10"],
+        ),
+    }
+    return people
+
+
+def _admin(tenant):
+    with tenant_context(tenant):
+        return User.objects.get(username=f"{tenant.slug}-admin")
+
+
+def _approve(tenant, request):
+    with tenant_context(tenant):
+        participation_decide(
+            admin=_admin(tenant), request=request, approve=True, reason="Ethics approval checked"
+        )
+        return invitations_make(request=request)
+
+
+def _answer(tenant, username, request, take_part):
+    with tenant_context(tenant):
+        user = User.objects.get(username=username)
+        return research_answer(
+            user=user, password=PASSWORD, request_id=request.id, take_part=take_part
+        )
+
+
+def _release(tenant, request):
+    with tenant_context(tenant):
+        return release_make(admin=_admin(tenant), request=request)
+
+
+def _open(northwind, release) -> dict[str, bytes]:
+    with tenant_context(northwind):
+        researcher = User.objects.get(username="northwind-researcher")
+        archive = dataset_open(user=researcher, release=release)
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        return {name: opened.read(name) for name in opened.namelist()}
+
+
+def _rows(files) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(files["dataset.csv"].decode())))
+
+
+def test_matching_finds_exactly_the_patients_who_fit(northwind, alpha, cohort):
+    request = filed_request(northwind, codes="I1", age_min="40", age_max="80")
+    with tenant_context(alpha):
+        matched = {patient.pk for patient in patients_matching(request)}
+        li = Patient.objects.get(user__username="alpha-patient")  # I10, female, 42
+    expected = {cohort[name].pk for name in ("zelda", "fran", "gita", "milo")} | {li.pk}
+    assert matched == expected
+    women = filed_request(northwind, codes="I10", sex="female", age_min="40", age_max="45")
+    with tenant_context(alpha):
+        assert {p.pk for p in patients_matching(women)} == {
+            cohort["zelda"].pk,
+            cohort["gita"].pk,
+            li.pk,
+        }
+
+
+def test_a_release_holds_opted_in_patients_only_k_anonymous_and_on_the_chain(
+    northwind, alpha, cohort
+):
+    request = filed_request(northwind, codes="I1", age_min="40", age_max="80", k="2")
+    assert _approve(alpha, request) == 5
+    for username in ("zelda", "fran", "gita", "milo"):
+        assert _answer(alpha, username, request, True) == InvitationStatus.OPTED_IN
+    assert _answer(alpha, "gita", request, False) == InvitationStatus.WITHDRAWN
+    assert _answer(alpha, "alpha-patient", request, False) == InvitationStatus.OPTED_OUT
+
+    release = _release(alpha, request)
+    files = _open(northwind, release)
+    rows = _rows(files)
+    # Zelda and Fran (women 40-44) make a class of two; Milo alone is suppressed;
+    # Gita withdrew and Li Wei said no.
+    assert len({row["pseudonym"] for row in rows}) == 2
+    assert {(row["age_band"], row["sex"]) for row in rows} == {("40-44", "female")}
+    assert release.rows == len(rows) == 8 and release.suppressed == 4
+    assert {row["item"] for row in rows} == {"encounter", "diagnosis", "medication", "vital"}
+    assert {row["code"] for row in rows if row["item"] == "diagnosis"} == {"I10", "I11.9"}
+    # One FHIR resource per line, a Patient per pseudonym.
+    resources = [json.loads(line) for line in files["dataset.ndjson"].splitlines()]
+    assert sum(1 for r in resources if r["resourceType"] == "Patient") == 2
+    assert {"data-dictionary.csv", "README.txt"} <= set(files)
+    # The chain holds the encrypted file's hash and the totals, nothing else.
+    stored = research_store().get(release.sha256)
+    assert hashlib.sha256(stored).hexdigest() == release.sha256
+    with schema_context("public"):
+        payload = PendingTransaction.objects.get(hash=release.tx_hash).payload
+    assert payload == {
+        "request": str(request.id),
+        "organisation": "northwind",
+        "status": "released",
+        "hospital": "alpha",
+        "dataset_sha256": release.sha256,
+        "rows": 8,
+        "suppressed": 4,
+    }
+    with tenant_context(alpha):
+        released = set(
+            ResearchInvitation.objects.filter(
+                request_id=request.id, released_at__isnull=False
+            ).values_list("patient_id", flat=True)
+        )
+        # Each read went through the policy and into alpha's access log.
+        logged = AccessLogEntry.objects.filter(reader_role="researcher", reader_tenant="northwind")
+        assert logged.filter(decision="allow").count() == 3  # zelda, fran, milo
+        assert all(entry.reason.startswith("grant:") for entry in logged.filter(decision="allow"))
+    assert released == {cohort["zelda"].pk, cohort["fran"].pk}
+
+
+def test_no_name_contact_record_number_or_exact_date_leaves_the_hospital(northwind, alpha, cohort):
+    request = filed_request(northwind, codes="I1", age_min="40", age_max="80", k="2")
+    _approve(alpha, request)
+    for username in ("zelda", "fran"):
+        _answer(alpha, username, request, True)
+    release = _release(alpha, request)
+    files = _open(northwind, release)
+    everything = b"\n".join(files.values())
+    with tenant_context(alpha):
+        from records.services import patient_identity
+
+        zelda = patient_identity(Patient.objects.get(pk=cohort["zelda"].pk))
+    canaries = [
+        "Zelda",
+        "Quixotewright",
+        "RN-CANARY-4471",
+        "7946 0999",
+        "zelda.q@example.org",
+        zelda.birth_date.isoformat(),
+        "Fran",
+        "Oyelaran",
+        "RN-5512",
+        "lives alone",
+        "usual doctor",
+        "Review for",
+    ]
+    canaries.append((timezone.localdate() - timedelta(days=40)).isoformat())  # the visit day
+    for canary in canaries:
+        assert canary.encode() not in everything, canary
+        assert canary.lower().encode() not in everything.lower(), canary
+    # The drug name carrying her name was dropped, not released.
+    assert any(row["item"] == "medication" and row["display"] == "" for row in _rows(files))
+    # Nor in what anyone else can see: the sealed file and the chain.
+    assert b"Zelda" not in research_store().get(release.sha256)
+    with schema_context("public"):
+        chain_text = json.dumps(list(PendingTransaction.objects.values_list("payload", flat=True)))
+    for canary in canaries[:6]:
+        assert canary not in chain_text
+
+
+def test_pseudonyms_differ_between_requests(northwind, alpha, cohort):
+    seen = []
+    for title in ("First", "Second"):
+        request = filed_request(northwind, title=title, codes="I1", age_min="40", k="2")
+        _approve(alpha, request)
+        for username in ("zelda", "fran"):
+            _answer(alpha, username, request, True)
+        seen.append({row["pseudonym"] for row in _rows(_open(northwind, _release(alpha, request)))})
+    assert len(seen[0]) == len(seen[1]) == 2
+    assert not seen[0] & seen[1]
+
+
+def test_a_withdrawal_after_release_excludes_the_patient_from_later_releases(
+    northwind, alpha, cohort
+):
+    request = filed_request(northwind, codes="I1", age_min="40", age_max="80", k="2")
+    _approve(alpha, request)
+    for username in ("zelda", "fran"):
+        _answer(alpha, username, request, True)
+    first = _release(alpha, request)
+    assert first.rows == 8
+    assert _answer(alpha, "zelda", request, False) == InvitationStatus.WITHDRAWN
+    with tenant_context(alpha):
+        invitation = ResearchInvitation.objects.get(
+            request_id=request.id, patient_id=cohort["zelda"].pk
+        )
+        assert invitation.status == "withdrawn" and invitation.released_at is not None
+    second = _release(alpha, request)
+    # Fran alone is a class of one: suppressed; Zelda is gone.
+    assert (second.rows, second.suppressed) == (0, 4)
+
+
+def test_never_ask_me_means_no_invitation(northwind, alpha, cohort):
+    with tenant_context(alpha):
+        research_preference_set(user=User.objects.get(username="zelda"), choice="never_ask")
+    request = filed_request(northwind, codes="I10", age_min="40", age_max="45")
+    assert _approve(alpha, request) == 2  # gita and Li Wei; not zelda
+    with tenant_context(alpha):
+        assert not ResearchInvitation.objects.filter(patient_id=cohort["zelda"].pk).exists()
+    with pytest.raises(PermissionDenied):
+        _answer(alpha, "zelda", request, True)
+
+
+def test_a_patient_not_invited_cannot_opt_in_and_nothing_is_signed(northwind, alpha, cohort):
+    request = filed_request(northwind, codes="I10", age_min="40", age_max="45")
+    with schema_context("public"):
+        before = PendingTransaction.objects.filter(kind="access").count()
+    with pytest.raises(PermissionDenied):
+        _answer(alpha, "gita", request, True)  # alpha has not approved: nobody is invited
+    with schema_context("public"):
+        assert PendingTransaction.objects.filter(kind="access").count() == before
+
+
+def test_only_the_requesting_organisation_opens_a_dataset(
+    northwind, southbank, alpha, beta, cohort
+):
+    request = filed_request(northwind, codes="I1", age_min="40", k="2")
+    _approve(alpha, request)
+    _answer(alpha, "zelda", request, True)
+    release = _release(alpha, request)
+    with tenant_context(southbank):
+        other = User.objects.get(username="southbank-researcher")
+        with pytest.raises(PermissionDenied):
+            dataset_open(user=other, release=release)
+    with tenant_context(beta):
+        with pytest.raises(PermissionDenied):
+            dataset_open(user=User.objects.get(username="beta-admin"), release=release)
+
+
+def test_releasing_needs_an_approval(northwind, alpha, beta, cohort):
+    request = filed_request(northwind, codes="I1")
+    with pytest.raises(ValidationError, match="Approve the request"):
+        _release(alpha, request)
+    assert not Release.objects.filter(request=request).exists()
