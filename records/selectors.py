@@ -772,11 +772,13 @@ def records_for_research(
     patient: Patient,
     pseudonyms: frozenset[str],
     period: dict,
+    categories: Iterable[str],
 ) -> list[RecordView]:
     """A patient's entries at this hospital as a research request may read them
-    (``requester`` has role researcher and the request's id): every section
-    through the policy, purpose research; reads and refusals logged here. Only
-    entries written in ``period`` (``period_from`` / ``period_to``, ISO days)."""
+    (``requester`` has role researcher and the request's id): the sections of
+    the levels ``categories`` belong to, each through the policy, purpose
+    research; reads and refusals logged here. Only entries written in
+    ``period`` (``period_from`` / ``period_to``, ISO days)."""
     from medportal.research.release import records_in_period
 
     grants = grants_current(patient_pseudonyms=pseudonyms)
@@ -791,11 +793,21 @@ def records_for_research(
         )
 
     tenant = _tenant()
+    # Only the sections a request can be about are asked for (and logged): a
+    # request for normal-level categories does not "attempt" the notes.
+    levels = {CATEGORY_LEVEL[category] for category in categories}
     records = (
         records_in_period(period)
         .filter(patient=patient)
         .select_related("author")
-        .prefetch_related("sections")
+        .prefetch_related(
+            Prefetch(
+                "sections",
+                queryset=RecordSection.objects.filter(
+                    kind=RecordSection.Kind.SECTION, level__in=levels
+                ),
+            )
+        )
         .order_by("created_at")
     )
     sealed = [_seal_for_reader(record, tenant, decide) for record in records]

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from accounts.models import User
+from consent.models import ResearchInvitation
 from medportal.research.models import ResearchRequest
 from medportal.research.services import (
     aggregate_advance,
@@ -129,7 +130,12 @@ def _take_part(tenant, request, usernames, password: str) -> None:
             reason="Ethics approval and data protection review checked.",
         )
         invitations_make(request=request)
-        for username in usernames:
+        invited = set(
+            ResearchInvitation.objects.filter(
+                request_id=request.id, patient__user__username__in=usernames
+            ).values_list("patient__user__username", flat=True)
+        )
+        for username in sorted(invited):
             research_answer(
                 user=User.objects.get(username=username),
                 password=password,

@@ -188,7 +188,7 @@ def _reader(request: ResearchRequest):
 
     organisation = request.organisation
     return Reader(
-        f"{organisation.name} (research request)",
+        f"{organisation.name}, research request “{request.title}”"[:200],
         "researcher",
         organisation.slug,
         organisation.name,
@@ -315,6 +315,7 @@ def part_build(request: ResearchRequest, *, today: date | None = None) -> Part:
             patient=patient,
             pseudonyms=pseudonyms,
             period=(request.criteria or {}),
+            categories=request.categories,
         )
         patient_rows = [
             row
@@ -388,6 +389,7 @@ def counts_build(request: ResearchRequest, *, today: date | None = None) -> dict
             patient=patient,
             pseudonyms=pseudonyms,
             period=(request.criteria or {}),
+            categories=request.categories,
         )
         seen = {
             item["code"]

@@ -36,9 +36,23 @@ from tests.research.helpers import filed_request, patient_with_entries
 pytestmark = pytest.mark.django_db
 
 
+# (username, given, family, sex, age, code): codes I12/I13 so that the demo's own
+# research patients (I10, I11) stay out of these requests.
+COHORT = (
+    ("fran", "Fran", "Oyelaran", "female", 43, "I13.0"),
+    ("gita", "Gita", "Vanterpool", "female", 41, "I12.9"),
+    ("milo", "Milo", "Strand", "male", 70, "I12.9"),
+    ("nora", "Nora", "Lindqvist", "female", 44, "I13.0"),
+    ("dia", "Dia", "Betes", "female", 42, "E11.9"),
+    ("young", "Yan", "Young", "female", 25, "I12.9"),
+)
+CRITERIA = {"codes": "I12, I13", "age_min": "40", "age_max": "80", "k": "2"}
+
+
 @pytest.fixture
 def cohort(alpha):
-    """Patients at alpha: four who match "I1*, aged 40-80", two who do not."""
+    """Patients at alpha: Zelda (the canary), Fran, Gita, Milo and Nora match
+    "I12 or I13, aged 40-80"; Dia (E11.9) and Yan (25) do not."""
     people = {
         "zelda": patient_with_entries(
             alpha,
@@ -48,62 +62,23 @@ def cohort(alpha):
             sex="female",
             age=42,
             number="RN-CANARY-4471",
-            codes=["I10"],
+            codes=["I12.9"],
             phone="+44 20 7946 0999",
             email="zelda.q@example.org",
             drug="Zelda's Amlodipine",
-        ),
-        "fran": patient_with_entries(
-            alpha,
-            username="fran",
-            given="Fran",
-            family="Oyelaran",
-            sex="female",
-            age=43,
-            number="RN-5512",
-            codes=["I11.9"],
-        ),
-        "gita": patient_with_entries(
-            alpha,
-            username="gita",
-            given="Gita",
-            family="Vanterpool",
-            sex="female",
-            age=41,
-            number="RN-5513",
-            codes=["I10"],
-        ),
-        "milo": patient_with_entries(
-            alpha,
-            username="milo",
-            given="Milo",
-            family="Strand",
-            sex="male",
-            age=70,
-            number="RN-5514",
-            codes=["I10"],
-        ),
-        "diabetic": patient_with_entries(
-            alpha,
-            username="dia",
-            given="Dia",
-            family="Betes",
-            sex="female",
-            age=42,
-            number="RN-5515",
-            codes=["E11.9"],
-        ),
-        "young": patient_with_entries(
-            alpha,
-            username="young",
-            given="Yan",
-            family="Young",
-            sex="female",
-            age=25,
-            number="RN-5516",
-            codes=["I10"],
-        ),
+        )
     }
+    for number, (username, given, family, sex, age, code) in enumerate(COHORT):
+        people[username] = patient_with_entries(
+            alpha,
+            username=username,
+            given=given,
+            family=family,
+            sex=sex,
+            age=age,
+            number=f"RN-55{number:02d}",
+            codes=[code],
+        )
     return people
 
 
@@ -145,42 +120,50 @@ def _rows(files) -> list[dict]:
     return list(csv.DictReader(io.StringIO(files["dataset.csv"].decode())))
 
 
+def _matched(alpha, request) -> set[str]:
+    with tenant_context(alpha):
+        return {patient.user.username for patient in patients_matching(request)}
+
+
 def test_matching_finds_exactly_the_patients_who_fit(northwind, alpha, cohort):
-    request = filed_request(northwind, codes="I1", age_min="40", age_max="80")
-    with tenant_context(alpha):
-        matched = {patient.pk for patient in patients_matching(request)}
-        li = Patient.objects.get(user__username="alpha-patient")  # I10, female, 42
-    expected = {cohort[name].pk for name in ("zelda", "fran", "gita", "milo")} | {li.pk}
-    assert matched == expected
-    women = filed_request(northwind, codes="I10", sex="female", age_min="40", age_max="45")
-    with tenant_context(alpha):
-        assert {p.pk for p in patients_matching(women)} == {
-            cohort["zelda"].pk,
-            cohort["gita"].pk,
-            li.pk,
-        }
+    # "I1" covers I10-I15: the cohort's I12/I13, Li Wei's I10 and the demo's
+    # research patients (I10, I11.9; research.demo.SEEDED), aged 40-80.
+    demo = {f"alpha-research-{n}" for n in range(1, 7)}
+    wide = filed_request(northwind, codes="I1", age_min="40", age_max="80")
+    assert (
+        _matched(alpha, wide) == {"zelda", "fran", "gita", "milo", "nora", "alpha-patient"} | demo
+    )
+    narrow = filed_request(northwind, codes="I12", sex="female", age_min="40", age_max="45")
+    assert _matched(alpha, narrow) == {"zelda", "gita"}
+    # No code: any entry; a period of care in the past finds nobody (entries are new).
+    old = filed_request(northwind, codes="", period_to="2020-12-31", age_min="40")
+    assert _matched(alpha, old) == set()
+    everyone = filed_request(northwind, codes="", sex="male", age_min="65")
+    assert _matched(alpha, everyone) == {"milo"}
 
 
 def test_a_release_holds_opted_in_patients_only_k_anonymous_and_on_the_chain(
     northwind, alpha, cohort
 ):
-    request = filed_request(northwind, codes="I1", age_min="40", age_max="80", k="2")
+    request = filed_request(northwind, **CRITERIA)
     assert _approve(alpha, request) == 5
     for username in ("zelda", "fran", "gita", "milo"):
         assert _answer(alpha, username, request, True) == InvitationStatus.OPTED_IN
     assert _answer(alpha, "gita", request, False) == InvitationStatus.WITHDRAWN
-    assert _answer(alpha, "alpha-patient", request, False) == InvitationStatus.OPTED_OUT
+    assert _answer(alpha, "nora", request, False) == InvitationStatus.OPTED_OUT
+    with tenant_context(alpha):
+        log_before = AccessLogEntry.objects.order_by("-id").values_list("id", flat=True).first()
 
     release = _release(alpha, request)
     files = _open(northwind, release)
     rows = _rows(files)
     # Zelda and Fran (women 40-44) make a class of two; Milo alone is suppressed;
-    # Gita withdrew and Li Wei said no.
+    # Gita withdrew and Nora said no.
     assert len({row["pseudonym"] for row in rows}) == 2
     assert {(row["age_band"], row["sex"]) for row in rows} == {("40-44", "female")}
     assert release.rows == len(rows) == 8 and release.suppressed == 4
     assert {row["item"] for row in rows} == {"encounter", "diagnosis", "medication", "vital"}
-    assert {row["code"] for row in rows if row["item"] == "diagnosis"} == {"I10", "I11.9"}
+    assert {row["code"] for row in rows if row["item"] == "diagnosis"} == {"I12.9", "I13.0"}
     # One FHIR resource per line, a Patient per pseudonym.
     resources = [json.loads(line) for line in files["dataset.ndjson"].splitlines()]
     assert sum(1 for r in resources if r["resourceType"] == "Patient") == 2
@@ -206,14 +189,18 @@ def test_a_release_holds_opted_in_patients_only_k_anonymous_and_on_the_chain(
             ).values_list("patient_id", flat=True)
         )
         # Each read went through the policy and into alpha's access log.
-        logged = AccessLogEntry.objects.filter(reader_role="researcher", reader_tenant="northwind")
-        assert logged.filter(decision="allow").count() == 3  # zelda, fran, milo
-        assert all(entry.reason.startswith("grant:") for entry in logged.filter(decision="allow"))
+        logged = AccessLogEntry.objects.filter(id__gt=log_before)
+        assert {(e.reader_role, e.reader_tenant, e.decision) for e in logged} == {
+            ("researcher", "northwind", "allow")
+        }
+        assert logged.count() == 3  # zelda, fran, milo: one entry each, no refusals
+        assert all(entry.reason.startswith("grant:") for entry in logged)
+        assert all(entry.sections == ["normal"] for entry in logged)  # never the notes
     assert released == {cohort["zelda"].pk, cohort["fran"].pk}
 
 
 def test_no_name_contact_record_number_or_exact_date_leaves_the_hospital(northwind, alpha, cohort):
-    request = filed_request(northwind, codes="I1", age_min="40", age_max="80", k="2")
+    request = filed_request(northwind, **CRITERIA)
     _approve(alpha, request)
     for username in ("zelda", "fran"):
         _answer(alpha, username, request, True)
@@ -255,7 +242,7 @@ def test_no_name_contact_record_number_or_exact_date_leaves_the_hospital(northwi
 def test_pseudonyms_differ_between_requests(northwind, alpha, cohort):
     seen = []
     for title in ("First", "Second"):
-        request = filed_request(northwind, title=title, codes="I1", age_min="40", k="2")
+        request = filed_request(northwind, title=title, **CRITERIA)
         _approve(alpha, request)
         for username in ("zelda", "fran"):
             _answer(alpha, username, request, True)
@@ -267,7 +254,7 @@ def test_pseudonyms_differ_between_requests(northwind, alpha, cohort):
 def test_a_withdrawal_after_release_excludes_the_patient_from_later_releases(
     northwind, alpha, cohort
 ):
-    request = filed_request(northwind, codes="I1", age_min="40", age_max="80", k="2")
+    request = filed_request(northwind, **CRITERIA)
     _approve(alpha, request)
     for username in ("zelda", "fran"):
         _answer(alpha, username, request, True)
@@ -287,8 +274,8 @@ def test_a_withdrawal_after_release_excludes_the_patient_from_later_releases(
 def test_never_ask_me_means_no_invitation(northwind, alpha, cohort):
     with tenant_context(alpha):
         research_preference_set(user=User.objects.get(username="zelda"), choice="never_ask")
-    request = filed_request(northwind, codes="I10", age_min="40", age_max="45")
-    assert _approve(alpha, request) == 2  # gita and Li Wei; not zelda
+    request = filed_request(northwind, codes="I12", age_min="40", age_max="45")
+    assert _approve(alpha, request) == 1  # gita; not zelda
     with tenant_context(alpha):
         assert not ResearchInvitation.objects.filter(patient_id=cohort["zelda"].pk).exists()
     with pytest.raises(PermissionDenied):
@@ -296,7 +283,7 @@ def test_never_ask_me_means_no_invitation(northwind, alpha, cohort):
 
 
 def test_a_patient_not_invited_cannot_opt_in_and_nothing_is_signed(northwind, alpha, cohort):
-    request = filed_request(northwind, codes="I10", age_min="40", age_max="45")
+    request = filed_request(northwind, codes="I12", age_min="40", age_max="45")
     with schema_context("public"):
         before = PendingTransaction.objects.filter(kind="access").count()
     with pytest.raises(PermissionDenied):
@@ -308,7 +295,7 @@ def test_a_patient_not_invited_cannot_opt_in_and_nothing_is_signed(northwind, al
 def test_only_the_requesting_organisation_opens_a_dataset(
     northwind, southbank, alpha, beta, cohort
 ):
-    request = filed_request(northwind, codes="I1", age_min="40", k="2")
+    request = filed_request(northwind, **CRITERIA)
     _approve(alpha, request)
     _answer(alpha, "zelda", request, True)
     release = _release(alpha, request)
@@ -322,7 +309,7 @@ def test_only_the_requesting_organisation_opens_a_dataset(
 
 
 def test_releasing_needs_an_approval(northwind, alpha, beta, cohort):
-    request = filed_request(northwind, codes="I1")
+    request = filed_request(northwind, **CRITERIA)
     with pytest.raises(ValidationError, match="Approve the request"):
         _release(alpha, request)
     assert not Release.objects.filter(request=request).exists()
