@@ -80,6 +80,24 @@ NAV_ITEMS: tuple[NavItem, ...] = (
         (Role.ADMIN,),
     ),
     NavItem(
+        "Research requests",
+        "research:list",
+        "Your organisation's data requests: file one, follow the answers, download datasets.",
+        (Role.RESEARCHER,),
+    ),
+    NavItem(
+        "Research requests",
+        "research:review_list",
+        "Requests from research organisations: approve or decline, then release your part.",
+        (Role.ADMIN,),
+    ),
+    NavItem(
+        "Research",
+        "research:invitations",
+        "Research requests that match your records: take part or not, and whether to be asked.",
+        (Role.PATIENT,),
+    ),
+    NavItem(
         "Notifications",
         "consent:notifications",
         "What happened to your records, and answers to your requests.",

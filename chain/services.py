@@ -326,15 +326,15 @@ def _check_access(envelope: Envelope, author: RegisteredKey) -> None:
 
 # Who may say what about a research request.
 _REQUEST_STATUSES = {
-    "research": frozenset({"opened", "withdrawn", "closed", "released"}),
+    "research": frozenset({"opened", "withdrawn", "closed"}),
     "hospital": frozenset({"approved", "declined", "released"}),
 }
 
 
 def _check_request(envelope: Envelope, author: RegisteredKey) -> None:
-    """An organisation opens, withdraws and closes its own requests (and signs
-    the result of a secure count: ``released`` without a hospital); a hospital
-    approves, declines and releases for itself only."""
+    """An organisation opens, withdraws and closes its own requests (closing a
+    secure count carries the result's hash); a hospital approves, declines and
+    releases for itself only."""
     payload = envelope.payload
     if author.tenant_kind == "research":
         if payload["organisation"] != author.tenant:

@@ -127,6 +127,9 @@ class ChainVerifier:
             if recomputed != item.hash:
                 raise BlockInvalid(height, f"transaction {position} does not match its hash")
             self._check_transaction_signature(height, position, item)
+            # In block order: a key registered earlier in this block signs what
+            # follows it (a patient registered and consenting in one block).
+            self._learn_keys(item, height)
             hashes.append(item.hash)
         if merkle_root(hashes) != block.merkle_root:
             raise BlockInvalid(height, "Merkle root does not match the transactions")
@@ -149,8 +152,6 @@ class ChainVerifier:
             header = block.header_fields()
             if not verify(self.hub_key, block.hub_signature, block_signing_bytes(**header)):
                 raise BlockInvalid(height, "hub signature is not valid")
-        for item in transactions:
-            self._learn_keys(item, height)
         self.expected_height = height + 1
         self.previous_hash = block.hash
         self.blocks_checked += 1

@@ -275,10 +275,12 @@ def _rows_of(view, *, wanted: set[str], common: dict, forbidden: list[str], shif
     return rows
 
 
-def part_build(request: ResearchRequest, *, today: date | None = None) -> Part:
+def part_build(
+    request: ResearchRequest, *, exclude: Iterable = (), today: date | None = None
+) -> Part:
     """This hospital's de-identified rows for a request: opted-in matching
-    patients only, each read through the policy and logged, then k-anonymised
-    on :data:`QUASI_IDENTIFIERS`."""
+    patients only (less those in ``exclude``, by patient id), each read through
+    the policy and logged, then k-anonymised on :data:`QUASI_IDENTIFIERS`."""
     from records.selectors import records_for_research
     from records.services import patient_identity
 
@@ -288,7 +290,10 @@ def part_build(request: ResearchRequest, *, today: date | None = None) -> Part:
     requester, reader = _requester(request), _reader(request)
     rows: list[dict] = []
     included: list[tuple[int, str]] = []
+    exclude = set(exclude)
     for patient, pseudonyms in consenting_matches(request):
+        if patient.pk in exclude:
+            continue
         identity = patient_identity(patient)
         # The same person at every hospital: their first pseudonym in a fixed order.
         person = min(pseudonyms)

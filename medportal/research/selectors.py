@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.http import Http404
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.permissions import user_has_role
@@ -186,7 +187,10 @@ def invitations_for_patient(*, user: User) -> list[InvitationView]:
                 status_label=InvitationStatus(item.status).label,
                 answered_at=item.answered_at,
                 released=item.released_at is not None,
-                can_answer=request.status == RequestStatus.OPENED,
+                # Open, not expired, and (aggregates) not yet counted.
+                can_answer=request.status == RequestStatus.OPENED
+                and request.expires_at > timezone.now()
+                and request.aggregate_result is None,
             )
         )
     return views

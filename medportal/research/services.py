@@ -463,9 +463,17 @@ def release_make(*, admin: User, request: ResearchRequest) -> Release | None:
 
 
 def _rows_release(admin, hospital, request, participation) -> Release:
+    """A release carries the patients no earlier release of this hospital
+    carried: a second release adds those who opted in since (a withdrawal is
+    simply no active opt-in), never the same rows twice."""
     from consent.models import ResearchInvitation
 
-    part = part_build(request)
+    released_before = set(
+        ResearchInvitation.objects.filter(
+            request_id=request.id, released_at__isnull=False
+        ).values_list("patient_id", flat=True)
+    )
+    part = part_build(request, exclude=released_before)
     archive = archive_write(part, request)
     sealed = seal_for(
         organisation_key(request.organisation.slug).public_key(),
@@ -604,8 +612,9 @@ def aggregate_sum_for_holder(*, request: ResearchRequest, holder: str) -> Aggreg
 def aggregate_advance(*, request_id: str) -> bool:
     """Move a secure count on: once every hospital has sent its shares, each
     holder sums what it received; once every sum is in, the totals are
-    reconstructed, cells below k shown as "< k", and the organisation's
-    ``released`` transaction carries the result's hash. True when finished."""
+    reconstructed, cells below k shown as "< k", and the request closes with
+    the organisation's ``closed`` transaction carrying the result's hash. True
+    when finished."""
     request = ResearchRequest.objects.select_for_update().get(pk=request_id)
     if not request.is_aggregate or request.aggregate_result is not None:
         return request.aggregate_result is not None
@@ -635,8 +644,10 @@ def aggregate_advance(*, request_id: str) -> bool:
     document = canonical_json(result)
     request.aggregate_result = result
     request.aggregate_sha256 = hashlib.sha256(document).hexdigest()
-    request.save(update_fields=["aggregate_result", "aggregate_sha256", "updated_at"])
-    _request_tx(request.organisation, request, "released", dataset_sha256=request.aggregate_sha256)
+    # Counted once: the request closes, with the result's hash on the chain.
+    request.status = RequestStatus.CLOSED
+    request.save(update_fields=["aggregate_result", "aggregate_sha256", "status", "updated_at"])
+    _request_tx(request.organisation, request, "closed", dataset_sha256=request.aggregate_sha256)
     _tell_researchers(request, f"The secure count for “{request.title}” is ready.")
     return True
 

@@ -74,8 +74,21 @@ def test_orm_in_alpha_context_never_returns_beta_rows(alpha, beta):
         assert not User.objects.filter(username__startswith="beta-").exists()
     with tenant_context(beta):
         beta_usernames = set(User.objects.values_list("username", flat=True))
-    assert alpha_usernames == {"alpha-admin", "alpha-doctor", "alpha-patient", "alpha-patient-2"}
-    assert beta_usernames == {"beta-admin", "beta-doctor", "beta-patient", "beta-patient-2"}
+    # The demo's staff and patients, and its research patients (research.demo.SEEDED).
+    alpha_research = {f"alpha-research-{n}" for n in range(1, 7)}
+    beta_research = {"beta-research-1", "beta-research-2"}
+    assert alpha_usernames == {
+        "alpha-admin",
+        "alpha-doctor",
+        "alpha-patient",
+        "alpha-patient-2",
+    } | alpha_research
+    assert beta_usernames == {
+        "beta-admin",
+        "beta-doctor",
+        "beta-patient",
+        "beta-patient-2",
+    } | beta_research
 
 
 def test_same_person_has_separate_accounts_at_each_hospital(alpha, beta):

@@ -13,6 +13,7 @@ TENANT_HOSTS = {
     "alpha": "alpha.localhost",
     "beta": "beta.localhost",
     "northwind": "northwind.localhost",
+    "southbank": "southbank.localhost",
 }
 
 

@@ -251,7 +251,7 @@ def test_pseudonyms_differ_between_requests(northwind, alpha, cohort):
     assert not seen[0] & seen[1]
 
 
-def test_a_withdrawal_after_release_excludes_the_patient_from_later_releases(
+def test_a_later_release_adds_new_opt_ins_only_and_never_a_withdrawn_patient(
     northwind, alpha, cohort
 ):
     request = filed_request(northwind, **CRITERIA)
@@ -260,15 +260,28 @@ def test_a_withdrawal_after_release_excludes_the_patient_from_later_releases(
         _answer(alpha, username, request, True)
     first = _release(alpha, request)
     assert first.rows == 8
+    first_people = {row["pseudonym"] for row in _rows(_open(northwind, first))}
     assert _answer(alpha, "zelda", request, False) == InvitationStatus.WITHDRAWN
     with tenant_context(alpha):
         invitation = ResearchInvitation.objects.get(
             request_id=request.id, patient_id=cohort["zelda"].pk
         )
+        # Recorded; the file already released cannot be recalled.
         assert invitation.status == "withdrawn" and invitation.released_at is not None
+    for username in ("gita", "nora"):  # opt in after the first release
+        _answer(alpha, username, request, True)
     second = _release(alpha, request)
-    # Fran alone is a class of one: suppressed; Zelda is gone.
-    assert (second.rows, second.suppressed) == (0, 4)
+    second_people = {row["pseudonym"] for row in _rows(_open(northwind, second))}
+    # Gita and Nora only: not Zelda (withdrew), not Fran (released already).
+    assert (second.rows, second.suppressed) == (8, 0)
+    assert len(second_people) == 2 and not second_people & first_people
+    with tenant_context(alpha):
+        released = set(
+            ResearchInvitation.objects.filter(
+                request_id=request.id, released_at__isnull=False
+            ).values_list("patient__user__username", flat=True)
+        )
+    assert released == {"zelda", "fran", "gita", "nora"}
 
 
 def test_never_ask_me_means_no_invitation(northwind, alpha, cohort):
