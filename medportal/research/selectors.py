@@ -82,11 +82,15 @@ class ReleaseView:
     block_height: int | None  # None: accepted by the hub, waiting for a block
 
 
-def releases_checked(request: ResearchRequest) -> list[ReleaseView]:
-    """The request's releases, each checked against the store and the chain."""
+def releases_checked(request: ResearchRequest, *, hospital=None) -> list[ReleaseView]:
+    """The request's releases (one hospital's, if given), each checked against
+    the store (the file is read and hashed) and the chain."""
     from records.selectors import chain_pointers
 
-    releases = list(request.releases.select_related("hospital").order_by("created_at"))
+    releases = request.releases.select_related("hospital").order_by("created_at")
+    if hospital is not None:
+        releases = releases.filter(hospital=hospital)
+    releases = list(releases)
     pointers = chain_pointers(release.tx_hash for release in releases)
     views = []
     store = research_store()

@@ -137,6 +137,9 @@ def _whole(value, field: str, errors: dict, low: int, high: int) -> int | None:
 def _codes(value, errors: dict) -> list[str]:
     if isinstance(value, str):
         value = value.replace(";", ",").replace("\n", ",").split(",")
+    elif value is not None and not isinstance(value, (list, tuple)):
+        errors["codes"] = ["Give ICD-10 codes as text separated by commas, or a list."]
+        return []
     codes: list[str] = []
     unknown: list[str] = []
     for raw in value or []:
@@ -169,7 +172,10 @@ def request_clean(data: dict, *, complete: bool) -> dict:
     categories = data.get("categories") or []
     if isinstance(categories, str):
         categories = [categories]
-    unknown = [c for c in categories if c not in RELEASABLE_CATEGORIES]
+    if not isinstance(categories, (list, tuple)):
+        errors["categories"] = ["Give the categories as a list."]
+        categories = []
+    unknown = [str(c) for c in categories if c not in RELEASABLE_CATEGORIES]
     if unknown:
         errors["categories"] = [
             f"A release cannot carry {', '.join(unknown)}: only coded data is released, "
@@ -177,7 +183,8 @@ def request_clean(data: dict, *, complete: bool) -> dict:
         ]
     elif complete and not categories:
         errors["categories"] = ["Choose at least one category."]
-    clean["categories"] = [c for c in RELEASABLE_CATEGORIES if c in set(categories)]
+    chosen = {c for c in categories if isinstance(c, str)}
+    clean["categories"] = [c for c in RELEASABLE_CATEGORIES if c in chosen]
     age_min = _whole(data.get("age_min"), "age_min", errors, 0, 120)
     age_max = _whole(data.get("age_max"), "age_max", errors, 0, 120)
     if age_min is not None and age_max is not None and age_min > age_max:
@@ -446,33 +453,47 @@ def invitations_make(*, request: ResearchRequest) -> int:
     return made
 
 
-@transaction.atomic
 def release_make(*, admin: User, request: ResearchRequest) -> Release | None:
     """Release this hospital's part: rows for a rows request (returns the
     :class:`Release`), Shamir shares for an aggregate request (returns None;
-    the totals appear when every share holder has summed)."""
+    the totals appear when every share holder has summed).
+
+    The slow part (reading through the policy, de-identifying, encrypting)
+    runs outside any lock: the request row is locked only to check again and
+    record the release, so other hospitals and the researcher never wait
+    behind a large build."""
     hospital = _hospital_admin(admin)
-    request = ResearchRequest.objects.select_for_update().get(pk=request.pk)
+    _release_allowed(hospital, request)
+    if request.is_aggregate:
+        return _aggregate_release(admin, hospital, request)
+    return _rows_release(admin, hospital, request)
+
+
+def _release_allowed(hospital: Tenant, request: ResearchRequest) -> Participation:
     _open_for_answers(request)
     participation = Participation.objects.filter(request=request, hospital=hospital).first()
     if participation is None or participation.status == ParticipationStatus.DECLINED:
         raise ValidationError({"request": ["Approve the request before releasing data."]})
-    if request.is_aggregate:
-        return _aggregate_release(admin, hospital, request, participation)
-    return _rows_release(admin, hospital, request, participation)
+    return participation
 
 
-def _rows_release(admin, hospital, request, participation) -> Release:
+def _released_here(request: ResearchRequest) -> set:
+    from consent.models import ResearchInvitation
+
+    return set(
+        ResearchInvitation.objects.filter(
+            request_id=request.id, released_at__isnull=False
+        ).values_list("patient_id", flat=True)
+    )
+
+
+def _rows_release(admin, hospital, request) -> Release:
     """A release carries the patients no earlier release of this hospital
     carried: a second release adds those who opted in since (a withdrawal is
     simply no active opt-in), never the same rows twice."""
     from consent.models import ResearchInvitation
 
-    released_before = set(
-        ResearchInvitation.objects.filter(
-            request_id=request.id, released_at__isnull=False
-        ).values_list("patient_id", flat=True)
-    )
+    released_before = _released_here(request)
     part = part_build(request, exclude=released_before)
     archive = archive_write(part, request)
     sealed = seal_for(
@@ -482,35 +503,42 @@ def _rows_release(admin, hospital, request, participation) -> Release:
         hospital=hospital.slug,
     )
     sha256 = research_store().put(sealed)
-    pending = _request_tx(
-        hospital,
-        request,
-        "released",
-        hospital=hospital.slug,
-        dataset_sha256=sha256,
-        rows=len(part.rows),
-        suppressed=part.suppressed,
-    )
-    release = Release.objects.create(
-        request=request,
-        hospital=hospital,
-        sha256=sha256,
-        size=len(sealed),
-        rows=len(part.rows),
-        suppressed=part.suppressed,
-        released_by_name=admin.display_name,
-        tx_hash=pending.hash,
-    )
-    participation.status = ParticipationStatus.RELEASED
-    participation.save(update_fields=["status"])
-    ResearchInvitation.objects.filter(
-        request_id=request.id, patient_id__in=part.patients, released_at__isnull=True
-    ).update(released_at=timezone.now())
-    _tell_researchers(
-        request,
-        f"{hospital.name} released its part of “{request.title}”: "
-        f"{release.rows} rows, {release.suppressed} suppressed.",
-    )
+    with transaction.atomic():
+        request = ResearchRequest.objects.select_for_update().get(pk=request.pk)
+        participation = _release_allowed(hospital, request)
+        if _released_here(request) != released_before:
+            raise ValidationError(
+                {"request": ["Another release was made meanwhile: release again for the rest."]}
+            )
+        pending = _request_tx(
+            hospital,
+            request,
+            "released",
+            hospital=hospital.slug,
+            dataset_sha256=sha256,
+            rows=len(part.rows),
+            suppressed=part.suppressed,
+        )
+        release = Release.objects.create(
+            request=request,
+            hospital=hospital,
+            sha256=sha256,
+            size=len(sealed),
+            rows=len(part.rows),
+            suppressed=part.suppressed,
+            released_by_name=admin.display_name,
+            tx_hash=pending.hash,
+        )
+        participation.status = ParticipationStatus.RELEASED
+        participation.save(update_fields=["status"])
+        ResearchInvitation.objects.filter(
+            request_id=request.id, patient_id__in=part.patients, released_at__isnull=True
+        ).update(released_at=timezone.now())
+        _tell_researchers(
+            request,
+            f"{hospital.name} released its part of “{request.title}”: "
+            f"{release.rows} rows, {release.suppressed} suppressed.",
+        )
     return release
 
 
@@ -526,47 +554,63 @@ def _holder_public(holder: str):
     return holder_key(holder).public_key()
 
 
-def _aggregate_release(admin, hospital, request, participation) -> None:
-    from medportal.research.tasks import aggregate_advance_task
-
-    if not request.aggregate_parties:
-        request.aggregate_parties = sorted(
-            Participation.objects.filter(request=request)
-            .exclude(status=ParticipationStatus.DECLINED)
-            .values_list("hospital__slug", flat=True)
-        )
-        request.save(update_fields=["aggregate_parties", "updated_at"])
+def _aggregate_parties_fix(hospital: Tenant, request: ResearchRequest) -> ResearchRequest:
+    """Fix the share holders at the first release (under the row lock) and check
+    that this hospital is one of them and has not sent its shares yet."""
+    with transaction.atomic():
+        request = ResearchRequest.objects.select_for_update().get(pk=request.pk)
+        _release_allowed(hospital, request)
+        if not request.aggregate_parties:
+            request.aggregate_parties = sorted(
+                Participation.objects.filter(request=request)
+                .exclude(status=ParticipationStatus.DECLINED)
+                .values_list("hospital__slug", flat=True)
+            )
+            request.save(update_fields=["aggregate_parties", "updated_at"])
     if hospital.slug not in request.aggregate_parties:
         raise ValidationError({"request": ["This hospital joined after the secure count started."]})
     if AggregateShare.objects.filter(request=request, sender=hospital.slug).exists():
         raise ValidationError({"request": ["This hospital has sent its shares already."]})
+    return request
+
+
+def _aggregate_release(admin, hospital, request) -> None:
+    from medportal.research.tasks import aggregate_advance_task
+
+    request = _aggregate_parties_fix(hospital, request)
     counts = counts_build(request)
     holders = _holders(request)
     # Every holder is needed to reconstruct (threshold = number of holders): no
     # coalition short of all of them learns anything about this hospital's counts.
     shares = shamir.split_counts(counts, parties=len(holders), threshold=len(holders))
     del counts
-    for holder, share in zip(holders, shares, strict=True):
-        AggregateShare.objects.create(
-            request=request,
+    sealed = [
+        seal_for(
+            _holder_public(holder),
+            _share_bytes(share),
+            request=str(request.id),
             sender=hospital.slug,
             holder=holder,
-            sealed=seal_for(
-                _holder_public(holder),
-                _share_bytes(share),
-                request=str(request.id),
-                sender=hospital.slug,
-                holder=holder,
-            ),
         )
-    # On the chain: that this hospital took part, and no number of its own.
-    pending = _request_tx(hospital, request, "released", hospital=hospital.slug)
-    participation.status = ParticipationStatus.RELEASED
-    participation.tx_hash = pending.hash
-    participation.save(update_fields=["status", "tx_hash"])
-    _tell_researchers(request, f"{hospital.name} sent its shares for “{request.title}”.")
-    request_id = str(request.id)
-    transaction.on_commit(lambda: aggregate_advance_task.delay(request_id))
+        for holder, share in zip(holders, shares, strict=True)
+    ]
+    with transaction.atomic():
+        request = ResearchRequest.objects.select_for_update().get(pk=request.pk)
+        participation = _release_allowed(hospital, request)
+        if AggregateShare.objects.filter(request=request, sender=hospital.slug).exists():
+            raise ValidationError({"request": ["This hospital has sent its shares already."]})
+        AggregateShare.objects.bulk_create(
+            AggregateShare(request=request, sender=hospital.slug, holder=holder, sealed=blob)
+            for holder, blob in zip(holders, sealed, strict=True)
+        )
+        # On the chain: that this hospital took part, and no number of its own.
+        pending = _request_tx(hospital, request, "released", hospital=hospital.slug)
+        participation.status = ParticipationStatus.RELEASED
+        participation.tx_hash = pending.hash
+        participation.save(update_fields=["status", "tx_hash"])
+        _tell_researchers(request, f"{hospital.name} sent its shares for “{request.title}”.")
+        request_id = str(request.id)
+        transaction.on_commit(lambda: aggregate_advance_task.delay(request_id))
     return None
 
 

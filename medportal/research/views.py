@@ -430,11 +430,7 @@ def _review_page(request, research_request, *, form=None, errors=None):
     is_answerable = research_request.status == RequestStatus.OPENED and not _is_expired(
         research_request
     )
-    releases = [
-        view
-        for view in releases_checked(research_request)
-        if view.release.hospital_id == request.tenant.pk
-    ]
+    releases = releases_checked(research_request, hospital=request.tenant)
     context = {
         **_request_words(research_request),
         "participation": participation,

@@ -225,3 +225,16 @@ def test_an_organisation_speaks_only_for_its_own_requests(northwind):
             kind="request",
             payload={"request": "r-1", "organisation": "southbank", "status": "opened"},
         )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"categories": 5}, {"categories": [{"a": 1}]}, {"codes": 7}, {"k": ["2"]}],
+)
+def test_wrong_types_are_field_errors_not_crashes(northwind, changes):
+    researcher = _researcher(northwind)
+    before = ResearchRequest.objects.count()
+    with tenant_context(northwind), pytest.raises(ValidationError) as caught:
+        request_save(user=researcher, data={**REQUEST_DATA, **changes})
+    assert set(caught.value.message_dict) == set(changes)
+    assert ResearchRequest.objects.count() == before
