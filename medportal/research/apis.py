@@ -60,6 +60,7 @@ from medportal.research.selectors import (
     requests_for_researcher,
 )
 from medportal.research.services import (
+    REQUEST_FIELDS,
     dataset_open,
     participation_decide,
     release_make,
@@ -74,24 +75,6 @@ RESEARCHERS = HasRole.of(Role.RESEARCHER)
 ADMINS = HasRole.of(Role.ADMIN)
 PATIENTS = HasRole.of(Role.PATIENT)
 RESEARCHERS_AND_ADMINS = HasRole.of(Role.RESEARCHER, Role.ADMIN)
-
-# The request's own fields, as a draft is saved (``services.request_save``).
-REQUEST_FIELDS = (
-    "title",
-    "purpose",
-    "investigator",
-    "ethics_reference",
-    "categories",
-    "codes",
-    "age_min",
-    "age_max",
-    "sex",
-    "period_from",
-    "period_to",
-    "answer",
-    "k",
-    "expires_at",
-)
 
 
 def _is_researcher(user) -> bool:

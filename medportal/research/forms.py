@@ -17,7 +17,7 @@ from django.utils import timezone
 from consent.models import ResearchPreference
 from medportal.research.models import Answer, ResearchRequest
 from medportal.research.release import RELEASABLE_CATEGORIES, SEXES
-from medportal.research.services import K_DEFAULT, K_MAX, K_MIN, TEXT_LIMITS
+from medportal.research.services import K_DEFAULT, K_MAX, K_MIN, REQUEST_FIELDS, TEXT_LIMITS
 from records.categories import Category, Level, categories_at
 
 # What each level means to a researcher choosing categories. Clinical notes
@@ -191,21 +191,8 @@ class RequestForm(forms.Form):
         the service, not the form, says what is wrong with them)."""
         data = {
             name: (self.data.get(name) or "").strip()
-            for name in (
-                "title",
-                "purpose",
-                "investigator",
-                "ethics_reference",
-                "codes",
-                "age_min",
-                "age_max",
-                "sex",
-                "period_from",
-                "period_to",
-                "answer",
-                "k",
-                "expires_at",
-            )
+            for name in REQUEST_FIELDS
+            if name != "categories"
         }
         data["categories"] = self.chosen_categories()
         return data

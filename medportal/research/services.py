@@ -71,6 +71,20 @@ from records.content import icd10_normalise
 logger = logging.getLogger(__name__)
 
 TEXT_LIMITS = {"title": 200, "purpose": 5000, "investigator": 200, "ethics_reference": 100}
+# What ``request_save`` takes (forms and the API pass these on as typed).
+REQUEST_FIELDS = (
+    *TEXT_LIMITS,
+    "categories",
+    "codes",
+    "age_min",
+    "age_max",
+    "sex",
+    "period_from",
+    "period_to",
+    "answer",
+    "k",
+    "expires_at",
+)
 K_DEFAULT, K_MIN, K_MAX = 5, 2, 100
 MAX_CODES = 20
 MAX_YEARS = 5
