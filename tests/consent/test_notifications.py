@@ -194,6 +194,9 @@ def test_notifications_page_lists_and_marks_all_read(alpha, beta, li, inbox):
 
 def test_someone_elses_notifications_are_not_listed(alpha, li, inbox):
     at_alpha, _ = li
+    with tenant_context(alpha):
+        # Her own (the demo invites her to a research request) are read first.
+        notifications_mark_read(user=User.objects.get(username="alpha-patient-2"))
     patient_notify(patient_pseudonyms=at_alpha.pseudonyms, kind="access_request", text="Private.")
     client = login_client(alpha, "alpha-patient-2")
     assert "Private." not in client.get("/consent/notifications/").content.decode()
