@@ -92,5 +92,9 @@ def test_doctor_finds_patients_and_records_by_blind_index(alpha):
     assert [row.identity.record_number for row in by_number] == ["A-100234"]
     assert [row.identity.full_name for row in by_name] == ["Li Wei"]
     assert partial == []
-    assert code_owner == ["alpha-patient"]
+    # Li Wei, and the demo's research patients with I10 (research.demo.SEEDED).
+    assert sorted(code_owner) == [
+        "alpha-patient",
+        *(f"alpha-research-{n}" for n in (1, 2, 3, 5, 6)),
+    ]
     assert drug_owner == ["alpha-patient-2"]
