@@ -147,7 +147,8 @@ def bench_history(table, hospital, doctor, entries: int) -> None:
         "patient history read (patient_history_for_user)",
         f"{entries:>4} entries, {repeats} reads",
         f"p50 {cuts[49]:,.1f} ms / p99 {cuts[98]:,.1f} ms",
-        f"through the exchange, HPKE to the patient; {cuts[49] / entries:.2f} ms/entry at p50",
+        f"through the exchange, re-wrapped for her hospital;"
+        f" {cuts[49] / entries:.2f} ms/entry at p50",
     )
 
 

@@ -33,7 +33,7 @@ from chain.models import PendingTransaction, Transaction
 from consent.models import Decision as LogDecision
 from consent.models import Purpose
 from consent.policy import Decision, Requester, SectionRef, access_decide, grants_current
-from consent.services import access_log_append
+from consent.services import access_log_append, access_log_append_many
 from records.categories import CATEGORY_LEVEL
 from records.content import content_join
 from records.crypto import (
@@ -99,7 +99,7 @@ def reader_for(user: User) -> Reader:
     )
 
 
-def _log(
+def _log_fields(
     reader: Reader,
     *,
     patient_pseudonym: str,
@@ -108,38 +108,43 @@ def _log(
     record_id: str = "",
     sections: Iterable[str] = (),
     is_emergency: bool = False,
-) -> None:
-    access_log_append(
-        reader_name=reader.name,
-        reader_role=reader.role,
-        reader_tenant=reader.tenant_slug,
-        reader_tenant_name=reader.tenant_name,
-        reader_pseudonym=reader.pseudonym,
-        patient_pseudonym=patient_pseudonym,
-        record_id=record_id,
-        sections=sections,
-        purpose=reader.purpose,
-        decision=decision,
-        reason=reason[:500],
-        is_emergency=is_emergency,
-    )
+) -> dict:
+    return {
+        "reader_name": reader.name,
+        "reader_role": reader.role,
+        "reader_tenant": reader.tenant_slug,
+        "reader_tenant_name": reader.tenant_name,
+        "reader_pseudonym": reader.pseudonym,
+        "patient_pseudonym": patient_pseudonym,
+        "record_id": record_id,
+        "sections": sections,
+        "purpose": reader.purpose,
+        "decision": decision,
+        "reason": reason[:500],
+        "is_emergency": is_emergency,
+    }
+
+
+def _log(reader: Reader, **fields) -> None:
+    access_log_append(**_log_fields(reader, **fields))
 
 
 def access_log_reads(*, reader: Reader, sealed: Iterable[SealedRecord], reason: str) -> None:
     """Log each record read in the current (the records') hospital: one "allow"
     entry for the sections opened and one "deny" entry for those withheld, each
     with the policy's reasons (``reason`` where no policy answer is attached)."""
-    with transaction.atomic():
-        for item in sealed:
-            opened = [section for section in item.sections if not section.is_withheld]
-            withheld = [section for section in item.sections if section.is_withheld]
-            for sections, decision in ((opened, LogDecision.ALLOW), (withheld, LogDecision.DENY)):
-                if not sections and (decision == LogDecision.DENY or item.sections):
-                    continue
-                reasons = sorted(
-                    {section.decision.reason for section in sections if section.decision}
-                ) or [reason]
-                _log(
+    entries = []
+    for item in sealed:
+        opened = [section for section in item.sections if not section.is_withheld]
+        withheld = [section for section in item.sections if section.is_withheld]
+        for sections, decision in ((opened, LogDecision.ALLOW), (withheld, LogDecision.DENY)):
+            if not sections and (decision == LogDecision.DENY or item.sections):
+                continue
+            reasons = sorted(
+                {section.decision.reason for section in sections if section.decision}
+            ) or [reason]
+            entries.append(
+                _log_fields(
                     reader,
                     patient_pseudonym=item.patient_pseudonym,
                     record_id=item.id,
@@ -150,6 +155,8 @@ def access_log_reads(*, reader: Reader, sealed: Iterable[SealedRecord], reason: 
                         section.decision and section.decision.is_emergency for section in sections
                     ),
                 )
+            )
+    access_log_append_many(entries)
 
 
 def _access_log_denied(

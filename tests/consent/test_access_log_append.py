@@ -212,3 +212,33 @@ def test_concurrent_appends_form_one_chain(committed, django_db_blocker):
         finally:
             raw_sql(alpha.schema_name, "DELETE FROM consent_accesslogentry WHERE id > %s", [start])
             connection.set_schema_to_public()
+
+
+def test_a_batch_is_appended_in_order_linked_like_single_entries(alpha):
+    from consent.services import access_log_append_many
+
+    [first] = append_entries(alpha, 1)
+    fields = {
+        "reader_name": "Dr Ada Alpha",
+        "reader_role": "doctor",
+        "reader_tenant": "alpha",
+        "reader_tenant_name": "Alpha General Hospital",
+        "patient_pseudonym": "b" * 64,
+        "purpose": "treatment",
+        "decision": "allow",
+    }
+    with tenant_context(alpha):
+        batch = access_log_append_many(
+            [{**fields, "record_id": f"rec-batch-{n}", "reason": f"r{n}"} for n in range(3)]
+        )
+        assert access_log_append_many([]) == []
+        with pytest.raises(AccessLogError):
+            access_log_append_many([fields | {"reason": "x"}, fields | {"purpose": "curiosity"}])
+    [last] = append_entries(alpha, 1)
+    chain = [first, *batch, last]
+    stored = {entry.id: entry for entry in _entries(alpha)}
+    for earlier, later in itertools.pairwise(chain):
+        assert later.id > earlier.id
+        assert stored[later.id].previous_hash == stored[earlier.id].hash
+    assert [stored[entry.id].record_id for entry in batch] == [f"rec-batch-{n}" for n in range(3)]
+    assert access_log_verify(tenant=alpha).ok
