@@ -220,6 +220,8 @@ MEDPORTAL_ATTACHMENT_MAX_BYTES = env_int("MEDPORTAL_ATTACHMENT_MAX_BYTES", 10 * 
 MEDPORTAL_RESEARCH_DOCUMENT_MAX_BYTES = env_int(
     "MEDPORTAL_RESEARCH_DOCUMENT_MAX_BYTES", 10 * 1024 * 1024
 )
+# After this long a release still marked "being prepared" (a lost task) may be started again.
+MEDPORTAL_RESEARCH_RELEASE_MINUTES = env_int("MEDPORTAL_RESEARCH_RELEASE_MINUTES", 60)
 # How long a patient's account-linking code stays valid.
 MEDPORTAL_LINK_CODE_SECONDS = env_int("MEDPORTAL_LINK_CODE_SECONDS", 600)
 # Argon2id cost of the key that seals a patient's signing key under their password.

@@ -63,7 +63,7 @@ from medportal.research.services import (
     REQUEST_FIELDS,
     dataset_open,
     participation_decide,
-    release_make,
+    release_start,
     request_close,
     request_save,
     request_submit,
@@ -655,38 +655,28 @@ class RequestDeclineApi(_DecideApi):
     approve = False
 
 
-@extend_schema_serializer(component_name="ResearchAggregateSent")
-class AggregateSentOutputSerializer(serializers.Serializer):
-    aggregate = serializers.CharField(help_text='"shares sent"')
+@extend_schema_serializer(component_name="ResearchReleaseStarted")
+class ReleaseStartedOutputSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text='"being prepared"')
 
 
 class RequestReleaseApi(APIView):
-    """A hospital admin releases the hospital's part: de-identified rows (201, the
-    release) or, for an aggregate request, Shamir shares of its counts (202)."""
+    """A hospital admin starts the release of the hospital's part (de-identified
+    rows, or for an aggregate request Shamir shares of its counts). It is made
+    in the background: 202, and the admin is notified when it is done; the
+    request's detail then lists it."""
 
     permission_classes = [ADMINS]
 
     @extend_schema(
         operation_id="research_requests_release",
         request=None,
-        responses={
-            201: ReleaseOutputSerializer,
-            202: AggregateSentOutputSerializer,
-            400: ERRORS,
-        },
+        responses={202: ReleaseStartedOutputSerializer, 400: ERRORS},
     )
     def post(self, request, request_id):
         research_request = request_for_hospital(user=request.user, request_id=request_id)
-        release = release_make(admin=request.user, request=research_request)
-        if release is None:
-            return Response({"aggregate": "shares sent"}, status=status.HTTP_202_ACCEPTED)
-        view = next(
-            view for view in releases_checked(research_request) if view.release.pk == release.pk
-        )
-        return Response(
-            ReleaseOutputSerializer(_release_data(view, request=request, downloadable=False)).data,
-            status=status.HTTP_201_CREATED,
-        )
+        release_start(admin=request.user, request=research_request)
+        return Response({"status": "being prepared"}, status=status.HTTP_202_ACCEPTED)
 
 
 # --- Files ----------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class Participation(models.Model):
     decided_by_name = models.CharField(max_length=200)
     decided_at = models.DateTimeField()
     tx_hash = models.CharField(max_length=64, blank=True)
+    # Set while a release is being prepared in the background (a task).
+    release_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["hospital__name"]

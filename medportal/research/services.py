@@ -35,7 +35,7 @@ from accounts.models import User
 from accounts.permissions import user_has_role
 from accounts.roles import Role
 from chain.models import TransactionKind
-from chain.services import transaction_submit
+from chain.services import TransactionRejected, transaction_submit
 from medportal.research import shamir
 from medportal.research.deid import small_cells
 from medportal.research.keys import (
@@ -481,6 +481,77 @@ def release_make(*, admin: User, request: ResearchRequest) -> Release | None:
     if request.is_aggregate:
         return _aggregate_release(admin, hospital, request)
     return _rows_release(admin, hospital, request)
+
+
+def _release_minutes() -> int:
+    return int(getattr(settings, "MEDPORTAL_RESEARCH_RELEASE_MINUTES", 60))
+
+
+def release_in_progress(participation: Participation | None) -> bool:
+    """A release of this hospital is being prepared (and has not been given up:
+    after ``MEDPORTAL_RESEARCH_RELEASE_MINUTES`` a lost task may be started again)."""
+    started = participation.release_started_at if participation else None
+    return bool(started and started > timezone.now() - timedelta(minutes=_release_minutes()))
+
+
+@transaction.atomic
+def release_start(*, admin: User, request: ResearchRequest) -> Participation:
+    """Start this hospital's release in the background (pages and the API): the
+    checks are made now, the work (:func:`release_make`) by a task in the
+    hospital's schema; the admin and the organisation are told when it is done."""
+    from medportal.research.tasks import release_task
+
+    hospital = _hospital_admin(admin)
+    request = ResearchRequest.objects.select_for_update().get(pk=request.pk)
+    participation = _release_allowed(hospital, request)
+    if (
+        request.is_aggregate
+        and AggregateShare.objects.filter(request=request, sender=hospital.slug).exists()
+    ):
+        raise ValidationError({"request": ["This hospital has sent its shares already."]})
+    if release_in_progress(participation):
+        raise ValidationError({"request": ["A release is being prepared already."]})
+    participation.release_started_at = timezone.now()
+    participation.save(update_fields=["release_started_at"])
+    request_id, admin_id = str(request.id), admin.pk
+    transaction.on_commit(
+        lambda: release_task.apply_async(
+            args=[request_id, admin_id], headers={"_schema_name": hospital.schema_name}
+        )
+    )
+    return participation
+
+
+def release_run(*, request_id: str, admin_id: int) -> Release | None:
+    """The task's work, in the hospital's schema: make the release, tell the
+    admin how it went, and clear the "being prepared" mark whatever happens."""
+    from consent.notifications import notifications_create
+
+    hospital = connection.tenant
+    request = ResearchRequest.objects.filter(pk=request_id).first()
+    admin = User.objects.filter(pk=admin_id).first()
+    try:
+        if request is None or admin is None:
+            return None
+        try:
+            release = release_make(admin=admin, request=request)
+        except (ValidationError, PermissionDenied, TransactionRejected) as error:
+            reasons = "; ".join(getattr(error, "messages", None) or [str(error)])
+            text = f"The release of “{request.title}” was not made: {reasons}"
+            release = None
+        else:
+            text = (
+                f"Your shares of the counts for “{request.title}” were sent."
+                if request.is_aggregate
+                else f"Released “{request.title}”: {release.rows} rows, "
+                f"{release.suppressed} suppressed."
+            )
+        notifications_create(recipient_ids=[admin.pk], kind="research_status", text=text)
+        return release
+    finally:
+        Participation.objects.filter(request_id=request_id, hospital=hospital).update(
+            release_started_at=None
+        )
 
 
 def _release_allowed(hospital: Tenant, request: ResearchRequest) -> Participation:

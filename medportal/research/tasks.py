@@ -23,3 +23,11 @@ def aggregate_advance_task(request_id: str) -> bool:
     from medportal.research.services import aggregate_advance
 
     return aggregate_advance(request_id=request_id)
+
+
+@shared_task(base=TenantTask, ignore_result=True)
+def release_task(request_id: str, admin_id: int) -> None:
+    """In the hospital's schema: make the release an admin started."""
+    from medportal.research.services import release_run
+
+    release_run(request_id=request_id, admin_id=admin_id)

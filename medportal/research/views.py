@@ -56,7 +56,8 @@ from medportal.research.selectors import (
 from medportal.research.services import (
     dataset_open,
     participation_decide,
-    release_make,
+    release_in_progress,
+    release_start,
     request_close,
     request_save,
     request_submit,
@@ -437,10 +438,12 @@ def _review_page(request, research_request, *, form=None, errors=None):
         "participation_class": _status_class(participation.status) if participation else "",
         "form": form or DecisionForm(),
         "can_decide": is_answerable and participation is None,
+        "release_in_progress": release_in_progress(participation),
         # Rows may be released again (patients who opted in since); an
         # aggregate's shares are sent once.
         "can_release": is_answerable
         and participation is not None
+        and not release_in_progress(participation)
         and (
             participation.status == ParticipationStatus.APPROVED
             or (
@@ -489,21 +492,14 @@ def review(request, request_id):
         return redirect("research:review", request_id=research_request.id)
     if action == "release":
         try:
-            release = release_make(admin=request.user, request=research_request)
+            release_start(admin=request.user, request=research_request)
         except (ValidationError, TransactionRejected) as error:
             return _review_page(request, research_request, errors=_messages_of(error))
-        if release is None:
-            messages.success(
-                request,
-                "Your shares of the counts were sent. The totals appear when every "
-                "hospital taking part has sent its own.",
-            )
-        else:
-            messages.success(
-                request,
-                f"Released: {release.rows} rows, {release.suppressed} suppressed. "
-                "The file's hash is on the chain.",
-            )
+        messages.success(
+            request,
+            "The release is being prepared. You will be told here, under Notifications, "
+            "when it is done (for a large hospital, some minutes).",
+        )
         return redirect("research:review", request_id=research_request.id)
     return _review_page(request, research_request, errors={"__all__": ["Choose an action."]})
 

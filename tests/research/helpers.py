@@ -113,3 +113,13 @@ def filed_request(northwind, **changes):
         researcher = User.objects.get(username="northwind-researcher")
         draft = request_save(user=researcher, data=data, document=pdf())
         return request_submit(user=researcher, request=draft)
+
+
+def run_release_task(tenant, request, username: str):
+    """What the worker does after an admin starts a release (pages, API): the
+    task's body, in the hospital's schema."""
+    from medportal.research.services import release_run
+
+    with tenant_context(tenant):
+        admin = User.objects.get(username=username)
+        return release_run(request_id=str(request.id), admin_id=admin.pk)

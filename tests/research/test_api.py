@@ -29,7 +29,13 @@ from medportal.research.models import (
 )
 from medportal.research.services import invitations_make, research_answer
 from tests.conftest import PASSWORD, client_for, login_client
-from tests.research.helpers import PDF, REQUEST_DATA, filed_request, patient_with_entries
+from tests.research.helpers import (
+    PDF,
+    REQUEST_DATA,
+    filed_request,
+    patient_with_entries,
+    run_release_task,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -381,9 +387,14 @@ def opted_in(northwind, alpha):
 
 def test_an_admin_releases_and_the_researcher_downloads_the_rows(northwind, alpha, opted_in):
     admin = login_client(alpha, "alpha-admin")
-    released = _post(admin, _url(opted_in.id, "release"))
-    assert released.status_code == 201, released.json()
-    summary = released.json()
+    started = _post(admin, _url(opted_in.id, "release"))
+    assert started.status_code == 202, started.json()
+    assert started.json() == {"status": "being prepared"}
+    again = _post(admin, _url(opted_in.id, "release"))
+    assert again.status_code == 400 and "being prepared already" in str(again.json())
+    assert not Release.objects.filter(request=opted_in).exists()
+    run_release_task(alpha, opted_in, "alpha-admin")  # what the worker does
+    summary = admin.get(_url(opted_in.id)).json()["releases"][0]
     assert (summary["hospital"], summary["rows"], summary["suppressed"]) == ("alpha", 8, 0)
     assert summary["download_url"] is None  # the hospital cannot open it
     release = Release.objects.get(pk=summary["id"])
@@ -426,7 +437,8 @@ def test_a_dataset_is_refused_to_another_organisation_and_to_an_admin(
     northwind, southbank, alpha, opted_in
 ):
     admin = login_client(alpha, "alpha-admin")
-    release_id = _post(admin, _url(opted_in.id, "release")).json()["id"]
+    assert _post(admin, _url(opted_in.id, "release")).status_code == 202
+    release_id = run_release_task(alpha, opted_in, "alpha-admin").pk
     with tenant_context(northwind):
         from medportal.research.services import dataset_open
 
@@ -465,7 +477,8 @@ def test_releasing_needs_an_approval_and_an_aggregate_release_sends_shares(north
     _post(admin, _url(counted.id, "approve"), {"reason": "Counts only: fine"})
     sent = _post(admin, _url(counted.id, "release"))
     assert sent.status_code == 202
-    assert sent.json() == {"aggregate": "shares sent"}
+    assert sent.json() == {"status": "being prepared"}
+    assert run_release_task(alpha, counted, "alpha-admin") is None
     assert AggregateShare.objects.filter(request=counted, sender="alpha").count() == 2
     detail = login_client(northwind, "northwind-researcher").get(_url(counted.id)).json()
     assert detail["aggregate"] == {"parties": ["alpha"], "result": None, "sha256": ""}

@@ -30,7 +30,7 @@ from medportal.research.models import (
 from medportal.research.services import invitations_make, participation_decide, research_answer
 from records.models import Patient
 from tests.conftest import PASSWORD, client_for, login_client
-from tests.research.helpers import PDF, filed_request, patient_with_entries, pdf
+from tests.research.helpers import PDF, filed_request, patient_with_entries, pdf, run_release_task
 
 pytestmark = pytest.mark.django_db
 
@@ -457,6 +457,10 @@ def test_an_admin_approves_releases_and_the_researcher_downloads_the_dataset(
 
     response = alpha_admin.post(f"/research/review/{request.id}/", {"action": "release"})
     assert response.status_code == 302
+    waiting = alpha_admin.get(response["Location"]).content.decode()
+    assert "Release being prepared" in waiting and 'value="release"' not in waiting
+    assert not Release.objects.filter(request=request).exists()
+    run_release_task(alpha, request, "alpha-admin")  # what the worker does
     release = Release.objects.get(request=request)
     assert (release.rows, release.suppressed) == (8, 0)
     assert alpha_admin.get(response["Location"]).content.decode().count(release.sha256) == 1

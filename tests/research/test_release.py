@@ -326,3 +326,42 @@ def test_releasing_needs_an_approval(northwind, alpha, beta, cohort):
     with pytest.raises(ValidationError, match="Approve the request"):
         _release(alpha, request)
     assert not Release.objects.filter(request=request).exists()
+
+
+def test_a_release_started_from_a_page_runs_as_a_task_and_tells_the_admin(northwind, alpha, cohort):
+    from consent.models import Notification
+    from medportal.research.models import Participation
+    from medportal.research.services import release_in_progress, release_start
+    from tests.research.helpers import run_release_task
+
+    request = filed_request(northwind, **CRITERIA)
+    _approve(alpha, request)
+    for username in ("zelda", "fran"):
+        _answer(alpha, username, request, True)
+    with tenant_context(alpha):
+        admin = User.objects.get(username="alpha-admin")
+        participation = release_start(admin=admin, request=request)
+        assert release_in_progress(participation)
+        with pytest.raises(ValidationError, match="being prepared already"):
+            release_start(admin=admin, request=request)
+    assert not Release.objects.filter(request=request).exists()
+    release = run_release_task(alpha, request, "alpha-admin")
+    assert (release.rows, release.suppressed) == (8, 0)
+    assert Participation.objects.get(request=request, hospital=alpha).release_started_at is None
+    with tenant_context(alpha):
+        told = Notification.objects.filter(recipient=admin, kind="research_status").latest("id")
+    assert told.text == f"Released “{request.title}”: 8 rows, 0 suppressed."
+    # A release the task cannot make (the request was closed meanwhile) is
+    # reported to the admin, and the mark is cleared.
+    with tenant_context(alpha):
+        release_start(admin=admin, request=request)
+    from medportal.research.models import ResearchRequest
+
+    ResearchRequest.objects.filter(pk=request.pk).update(status="closed")
+    assert run_release_task(alpha, request, "alpha-admin") is None
+    with tenant_context(alpha):
+        told = Notification.objects.filter(recipient=admin, kind="research_status").latest("id")
+    assert told.text.startswith(f"The release of “{request.title}” was not made:")
+    assert "no longer open" in told.text
+    assert Participation.objects.get(request=request, hospital=alpha).release_started_at is None
+    assert Release.objects.filter(request=request).count() == 1
