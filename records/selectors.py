@@ -19,11 +19,12 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
 
 from django.db import connection, transaction
 from django.db.models import Prefetch
 from django.http import Http404
+from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from accounts.models import User
@@ -772,6 +773,21 @@ def records_elsewhere_for_staff(*, user: User, patient: Patient) -> list[RecordV
     return _open_all(sealed)
 
 
+def records_in_period(criteria: dict):
+    """This hospital's unerased records written in a period of care
+    (``period_from`` / ``period_to``, ISO days, either may be missing): the
+    day an entry was written, since visit dates are inside the ciphertext."""
+    records = Record.objects.filter(erased_at__isnull=True)
+    tz = timezone.get_current_timezone()
+    if criteria.get("period_from"):
+        start = datetime.combine(date.fromisoformat(criteria["period_from"]), time.min, tz)
+        records = records.filter(created_at__gte=start)
+    if criteria.get("period_to"):
+        end = datetime.combine(date.fromisoformat(criteria["period_to"]), time.max, tz)
+        records = records.filter(created_at__lte=end)
+    return records
+
+
 def records_for_research(
     *,
     requester: Requester,
@@ -786,8 +802,6 @@ def records_for_research(
     the levels ``categories`` belong to, each through the policy, purpose
     research; reads and refusals logged here. Only entries written in
     ``period`` (``period_from`` / ``period_to``, ISO days)."""
-    from medportal.research.release import records_in_period
-
     grants = grants_current(patient_pseudonyms=pseudonyms)
 
     def decide(section: SectionRef) -> Decision:

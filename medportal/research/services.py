@@ -21,6 +21,7 @@ The life of a request:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from datetime import date, datetime, time, timedelta
 
@@ -34,6 +35,7 @@ from django_tenants.utils import tenant_context
 from accounts.models import User
 from accounts.permissions import user_has_role
 from accounts.roles import Role
+from chain.encoding import canonical_json
 from chain.models import TransactionKind
 from chain.services import TransactionRejected, transaction_submit
 from medportal.research import shamir
@@ -700,14 +702,10 @@ def _aggregate_release(admin, hospital, request) -> None:
 
 
 def _share_bytes(share: dict[str, int]) -> bytes:
-    from chain.encoding import canonical_json
-
     return canonical_json({cell: str(value) for cell, value in share.items()})
 
 
 def _share_values(raw: bytes) -> dict[str, int]:
-    import json
-
     return {cell: int(value) for cell, value in json.loads(raw).items()}
 
 
@@ -768,8 +766,6 @@ def aggregate_advance(*, request_id: str) -> bool:
         "k": request.k,
         "hospitals": list(request.aggregate_parties),
     }
-    from chain.encoding import canonical_json
-
     document = canonical_json(result)
     request.aggregate_result = result
     request.aggregate_sha256 = hashlib.sha256(document).hexdigest()
