@@ -463,19 +463,15 @@ class RequestListCreateApi(APIView):
     )
     def get(self, request):
         if _is_researcher(request.user):
-            rows = requests_for_researcher(user=request.user).select_related("organisation")
-            here = None
-        else:
-            rows = requests_for_hospital(user=request.user)
-            here = connection.tenant.pk
-        rows = rows.prefetch_related("participations__hospital")
-        data = [
-            _summary_data(
-                row,
-                [p for p in row.participations.all() if here is None or p.hospital_id == here],
+            rows = (
+                requests_for_researcher(user=request.user)
+                .select_related("organisation")
+                .prefetch_related("participations__hospital")
             )
-            for row in rows
-        ]
+            data = [_summary_data(row, list(row.participations.all())) for row in rows]
+        else:  # an admin sees only this hospital's answer
+            rows = requests_for_hospital(user=request.user)
+            data = [_summary_data(row, row.answers_here) for row in rows]
         return Response(RequestSummaryOutputSerializer(data, many=True).data)
 
     @extend_schema(

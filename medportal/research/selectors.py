@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
+from django.db.models import Prefetch
 from django.http import Http404
 from django.utils import timezone
 
@@ -52,12 +53,23 @@ def request_for_researcher(*, user: User, request_id) -> ResearchRequest:
 
 
 def requests_for_hospital(*, user: User):
-    """Submitted requests (not drafts), newest first, for a hospital admin."""
+    """Submitted requests (not drafts), newest first, for a hospital admin; each
+    carries this hospital's answer, if any, as ``answers_here`` (a list of at
+    most one, fetched with them in one query)."""
     if not _is_hospital_admin(user):
         raise Http404("No such page.")
     return (
         ResearchRequest.objects.exclude(status=RequestStatus.DRAFT)
         .select_related("organisation")
+        .prefetch_related(
+            Prefetch(
+                "participations",
+                queryset=Participation.objects.filter(hospital=connection.tenant).select_related(
+                    "hospital"
+                ),
+                to_attr="answers_here",
+            )
+        )
         .order_by("-submitted_at")
     )
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -401,15 +400,7 @@ def _answer_here(research_request: ResearchRequest) -> Participation | None:
 @_signed_in_with(Role.ADMIN)
 @require_GET
 def review_list(request):
-    # The selector decides which requests; only this hospital's answer to each
-    # is fetched with them (one query, not one per request).
-    requests = requests_for_hospital(user=request.user).prefetch_related(
-        Prefetch(
-            "participations",
-            queryset=Participation.objects.filter(hospital=request.tenant),
-            to_attr="answers_here",
-        )
-    )
+    requests = requests_for_hospital(user=request.user)  # with this hospital's answers
     rows = []
     for item in requests:
         answer = _answer_here(item)
